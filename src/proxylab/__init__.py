@@ -1,0 +1,1 @@
+"""proxylab: a reproduction lab for latency problems in LLM gateways."""

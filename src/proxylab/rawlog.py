@@ -1,0 +1,56 @@
+"""The raw per-request table: one CSV row per request, the only source of every figure.
+
+Locust's own statistics are bucketed (see FIELD-NOTES); proxylab never reports them.
+Every number in a report is recomputed from these rows.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+# Column order of every raw table, written by the locustfile and by `proxylab import`.
+# Units are in the names; times are Unix epoch seconds, latencies milliseconds.
+RAW_COLUMNS: tuple[str, ...] = (
+    "config_id",  # which matrix configuration sent the request
+    "user_index",  # simulated user, 1-based
+    "request_index",  # the request's position within that user's requests, 1-based
+    "sent_unix_s",  # when the request was sent
+    "finished_unix_s",  # when the last byte of the response arrived (or the error)
+    "latency_ms",  # exact client-measured latency, finished - sent, not bucketed
+    "status_code",  # HTTP status, 0 for a connection error or timeout
+    "ok",  # 1 for a successful request, 0 for a failure
+    "error",  # error text for a failure, empty otherwise
+    "overhead_ms",  # x-litellm-overhead-duration-ms response header, empty when absent
+)
+
+RAW_DTYPES = {
+    "config_id": str,
+    "user_index": np.int64,
+    "request_index": np.int64,
+    "sent_unix_s": np.float64,
+    "finished_unix_s": np.float64,
+    "latency_ms": np.float64,
+    "status_code": np.int64,
+    "ok": np.int64,
+    "error": str,
+    "overhead_ms": np.float64,
+}
+
+
+def write_header(path: Path) -> None:
+    """Create (or truncate) a raw table with only its header line."""
+    with path.open("w", newline="") as handle:
+        csv.writer(handle).writerow(RAW_COLUMNS)
+
+
+def read_raw(path: Path) -> pd.DataFrame:
+    """Read a raw table with the proper types; a missing overhead header reads as NaN."""
+    frame = pd.read_csv(path, dtype=RAW_DTYPES, keep_default_na=False, na_values={"overhead_ms": [""]})
+    missing = [column for column in RAW_COLUMNS if column not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: not a proxylab raw table, missing columns {missing}")
+    return frame[list(RAW_COLUMNS)]
