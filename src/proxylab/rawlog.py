@@ -16,7 +16,7 @@ import pandas as pd
 # Units are in the names; times are Unix epoch seconds, latencies milliseconds.
 RAW_COLUMNS: tuple[str, ...] = (
     "config_id",  # which matrix configuration sent the request
-    "user_index",  # simulated user, 1-based
+    "user_index",  # simulated user, 1-based; 0 when the source did not record it
     "request_index",  # the request's position within that user's requests, 1-based
     "sent_unix_s",  # when the request was sent
     "finished_unix_s",  # when the last byte of the response arrived (or the error)
@@ -41,6 +41,10 @@ RAW_DTYPES = {
 }
 
 
+# Imported logs may lack send times; the proxy may not send its overhead header.
+_EMPTY_MEANS_UNKNOWN = {column: [""] for column in ("sent_unix_s", "finished_unix_s", "overhead_ms")}
+
+
 def write_header(path: Path) -> None:
     """Create (or truncate) a raw table with only its header line."""
     with path.open("w", newline="") as handle:
@@ -49,7 +53,7 @@ def write_header(path: Path) -> None:
 
 def read_raw(path: Path) -> pd.DataFrame:
     """Read a raw table with the proper types; a missing overhead header reads as NaN."""
-    frame = pd.read_csv(path, dtype=RAW_DTYPES, keep_default_na=False, na_values={"overhead_ms": [""]})
+    frame = pd.read_csv(path, dtype=RAW_DTYPES, keep_default_na=False, na_values=_EMPTY_MEANS_UNKNOWN)
     missing = [column for column in RAW_COLUMNS if column not in frame.columns]
     if missing:
         raise ValueError(f"{path}: not a proxylab raw table, missing columns {missing}")

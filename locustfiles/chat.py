@@ -1,0 +1,182 @@
+"""Chat-completion load on the LiteLLM proxy, one exact row per request.
+
+Each simulated user sends its share of `--total-requests` back to back (no wait), then
+stops; the run ends when every request has come back. User modes say what goes in the
+request's `user` field, key modes which API key authenticates it. Each request is written
+to `--raw-csv` (see src/proxylab/rawlog.py) with its exact latency; Locust's own, bucketed,
+statistics are only for watching.
+
+Headless, as the lab runs it:
+    locust -f locustfiles/chat.py --headless -u 20 -r 20 --host http://127.0.0.1:14000 \
+        --total-requests 1000 --user-mode sequential --raw-csv /tmp/raw.csv
+Interactive: drop `--headless`, open http://127.0.0.1:8089; the options below show there.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import logging
+import uuid
+from pathlib import Path
+
+import gevent
+from locust import FastHttpUser, constant, events, task
+from locust.exception import StopUser
+from locust.runners import WorkerRunner
+
+logger = logging.getLogger(__name__)
+
+USER_MODES = ("none", "sequential", "random", "created")
+KEY_MODES = ("shared", "per_user")
+RAW_COLUMNS = ("config_id", "user_index", "request_index", "sent_unix_s", "finished_unix_s",
+               "latency_ms", "status_code", "ok", "error", "overhead_ms")
+OVERHEAD_HEADER = "x-litellm-overhead-duration-ms"
+
+
+@events.init_command_line_parser.add_listener
+def _add_options(parser) -> None:
+    # Locust's own parser (not an argument group) knows include_in_web_ui.
+    group = parser
+    group.add_argument("--total-requests", type=int, default=1000, include_in_web_ui=True,
+                       help="requests in the whole run, shared out among the users")
+    group.add_argument("--user-mode", choices=USER_MODES, default="none", include_in_web_ui=True,
+                       help="none: no `user`; sequential: ids 1..N; random: a fresh id per "
+                            "simulated user; created: ids from --users-file")
+    group.add_argument("--key-mode", choices=KEY_MODES, default="shared", include_in_web_ui=True,
+                       help="shared: --api-key for all; per_user: one key per user from --keys-file")
+    group.add_argument("--api-key", default="sk-proxylab-master", help="the shared key")
+    group.add_argument("--keys-file", default="", help="per_user keys, one per line")
+    group.add_argument("--users-file", default="", help="created end-user ids, one per line")
+    group.add_argument("--model", default="mock-gpt", include_in_web_ui=True)
+    group.add_argument("--raw-csv", default="proxylab-raw.csv", help="where each request is written")
+    group.add_argument("--config-id", default="interactive", help="written in every raw row")
+
+
+class _RawLog:
+    """The raw table of this run: opened at test start, one line-buffered row per request."""
+
+    def __init__(self) -> None:
+        self.handle = None
+        self.writer = None
+        self.rows = 0
+        self.target = 0
+
+    def open(self, path: str, target: int) -> None:
+        self.close()
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # Line buffering: a kill loses at most the request in flight, never a finished row.
+        self.handle = open(path, "w", newline="", buffering=1)
+        self.writer = csv.writer(self.handle)
+        self.writer.writerow(RAW_COLUMNS)
+        self.rows = 0
+        self.target = target
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+
+
+raw_log = _RawLog()
+user_numbers = itertools.count(1)
+
+
+def _lines(path: str) -> list[str]:
+    return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()] if path else []
+
+
+@events.test_start.add_listener
+def _on_test_start(environment, **_kwargs) -> None:
+    global user_numbers
+    options = environment.parsed_options
+    if isinstance(environment.runner, WorkerRunner):
+        # TODO: distributed runs would need one raw table per worker; the lab runs one process.
+        logger.warning("proxylab's raw table is written by a single process only")
+    if options.total_requests <= 0:
+        logger.error("--total-requests must be positive, got %s", options.total_requests)
+        environment.runner.quit()
+        return
+    user_numbers = itertools.count(1)
+    raw_log.open(options.raw_csv, options.total_requests)
+
+
+@events.test_stop.add_listener
+def _on_test_stop(**_kwargs) -> None:
+    raw_log.close()
+
+
+@events.request.add_listener
+def _on_request(request_type, name, response_time, response_length, response=None, context=None,
+                exception=None, start_time=None, url=None, **_kwargs) -> None:
+    if raw_log.writer is None or not context or "user_index" not in context:
+        return
+    status_code = getattr(response, "status_code", 0) or 0
+    ok = exception is None and 200 <= status_code < 300
+    headers = getattr(response, "headers", None) or {}
+    overhead = headers.get(OVERHEAD_HEADER, "") if ok else ""
+    finished = start_time + response_time / 1000.0
+    raw_log.writer.writerow((context["config_id"], context["user_index"], context["request_index"],
+                             f"{start_time:.6f}", f"{finished:.6f}", f"{response_time:.3f}",
+                             status_code, int(ok), "" if ok else _error_text(exception, status_code),
+                             overhead))
+    raw_log.rows += 1
+    if raw_log.rows == raw_log.target:
+        runner = context["runner"]
+        # Leave the request handler first; then stop (web UI) or end the process (headless).
+        gevent.spawn_later(0, runner.quit if context["headless"] else runner.stop)
+
+
+def _error_text(exception, status_code: int) -> str:
+    text = str(exception) if exception else f"HTTP {status_code}"
+    return " ".join(text.split())[:300]
+
+
+class ChatUser(FastHttpUser):
+    """One simulated user: its own `user` id and key, a fixed quota of requests, no pauses."""
+
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        options = self.environment.parsed_options
+        runner = self.environment.runner
+        self.index = next(user_numbers)
+        users = max(runner.target_user_count or options.num_users or 1, 1)
+        base, extra = divmod(options.total_requests, users)
+        self.quota = base + (1 if self.index <= extra else 0)
+        self.sent = 0
+        self.end_user = self._end_user(options)
+        api_key = options.api_key
+        if options.key_mode == "per_user":
+            keys = _lines(options.keys_file)
+            if len(keys) < self.index:
+                raise RuntimeError(f"--keys-file has {len(keys)} keys, user {self.index} needs one")
+            api_key = keys[self.index - 1]
+        self.headers = {"Authorization": f"Bearer {api_key}"}
+        self.context_base = {"config_id": options.config_id, "user_index": self.index,
+                             "runner": runner, "headless": bool(options.headless)}
+        self.model = options.model
+
+    def _end_user(self, options) -> str | None:
+        if options.user_mode == "none":
+            return None
+        if options.user_mode == "sequential":
+            return str(self.index)
+        if options.user_mode == "random":
+            return uuid.uuid4().hex
+        created = _lines(options.users_file)
+        if len(created) < self.index:
+            raise RuntimeError(f"--users-file has {len(created)} ids, user {self.index} needs one")
+        return created[self.index - 1]
+
+    @task
+    def chat(self) -> None:
+        if self.sent >= self.quota:
+            raise StopUser()
+        self.sent += 1
+        body = {"model": self.model, "messages": [{"role": "user", "content": "Say hello."}],
+                "max_tokens": 16}
+        if self.end_user is not None:
+            body["user"] = self.end_user
+        self.client.post("/v1/chat/completions", json=body, headers=self.headers, name="chat",
+                         context={**self.context_base, "request_index": self.sent})

@@ -1,0 +1,98 @@
+"""`report.md`: the tables an investigation pastes, rebuilt from `summary.json` alone.
+
+Latencies are shown in seconds with three decimals, as in the original investigation's
+logs; every figure is taken from the cell's statistics, which come from its raw table.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from proxylab.results import write_text_atomic
+
+logger = logging.getLogger(__name__)
+
+SPLITS = (
+    ("all", "All requests"),
+    ("first_request", "First request of each simulated user"),
+    ("later_requests", "Later requests of each simulated user"),
+)
+
+
+def seconds(value_ms: float | None) -> str:
+    return "–" if value_ms is None else f"{value_ms / 1000:.3f}"
+
+
+def share(count: int, percent: float | None) -> str:
+    return "–" if percent is None else f"{count} ({percent:.1f}%)"
+
+
+def _table(cells: list[dict], split: str) -> list[str]:
+    if not cells:
+        return ["No finished cell yet."]
+    thresholds = [entry["threshold_s"] for entry in cells[0]["statistics"][split]["above"]]
+    header = ["configuration", "repeat", "requests", "failures", "rps", "avg s", "p50 s", "p95 s",
+              "p99 s", "max s"] + [f">{threshold:g}s" for threshold in thresholds]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for cell in cells:
+        figures = cell["statistics"][split]
+        rps = "–" if figures["rps"] is None else f"{figures['rps']:.1f}"
+        row = [f"`{cell['config_id']}`", str(cell["repeat"]), str(figures["requests"]),
+               str(figures["failed"]), rps, seconds(figures["avg_ms"]), seconds(figures["p50_ms"]),
+               seconds(figures["p95_ms"]), seconds(figures["p99_ms"]), seconds(figures["max_ms"])]
+        row += [share(entry["count"], entry["percent"]) for entry in figures["above"]]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def render_markdown(summary: dict) -> str:
+    meta = summary.get("metadata", {})
+    versions = meta.get("versions", {})
+    machine = meta.get("machine", {})
+    git = meta.get("git", {})
+    plan = summary.get("plan", {})
+    cells = summary.get("cells", [])
+    database = summary.get("database") or {}
+    lines = [
+        f"# proxylab report `{summary['run_id']}`",
+        "",
+        f"- **Status:** {summary['status']}, {len(cells)} of {len(summary.get('order', []))} cells "
+        f"finished; started {summary['started_at']}, finished {summary.get('finished_at') or '–'}",
+        f"- **Proxy database:** {database.get('reason', 'unknown')}",
+        f"- **Runtime:** {summary.get('runtime')}; LiteLLM {versions.get('litellm')}, "
+        f"Locust {versions.get('locust')}, PostgreSQL {versions.get('postgres')}, "
+        f"Redis {versions.get('redis')}, toxiproxy {versions.get('toxiproxy')}, "
+        f"Prometheus {versions.get('prometheus')}",
+        f"- **Machine:** {machine.get('cpu_count')} CPUs ({machine.get('cpu_model')}), "
+        f"{(machine.get('memory_bytes') or 0) / 2**30:.0f} GiB; git {str(git.get('commit'))[:12]}"
+        f"{' (dirty)' if git.get('dirty') else ''}",
+        f"- **Load per cell:** {plan.get('requests')} requests from {plan.get('users')} simulated "
+        f"users, no think time; {plan.get('repeats')} repeat(s) per configuration",
+        f"- **Warm-up:** {plan.get('warmup_requests')} requests after each proxy start, sent and "
+        f"excluded from every figure",
+        "- **Figures:** exact, from each cell's per-request table (`cells/*/raw.csv`); Locust's "
+        "own bucketed percentiles are not used. Shares above a threshold count successful "
+        "requests strictly slower than it.",
+        "",
+    ]
+    for split, title in SPLITS:
+        lines += [f"## {title}", "", *_table(cells, split), ""]
+    lines += ["## Cells", "", "| cell | generator CPU % | proxy CPU ms/request | proxy peak RSS MiB | wall s |",
+              "|---|---|---|---|---|"]
+    for cell in cells:
+        rss = cell.get("proxy_peak_rss_bytes")
+        cpu = cell.get("proxy_cpu_ms_per_request")
+        lines.append(f"| `{cell['cell_id']}` | {cell['generator_cpu_percent']:.0f} | "
+                     f"{'–' if cpu is None else f'{cpu:.1f}'} | "
+                     f"{'–' if rss is None else f'{rss / 2**20:.0f}'} | {cell['wall_s']:.1f} |")
+    warnings = [(cell["cell_id"], text) for cell in cells for text in cell.get("warnings", [])]
+    lines += ["", "## Warnings", ""]
+    lines += [f"- `{identifier}`: {text}" for identifier, text in warnings] or ["None."]
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(run_dir: Path, summary: dict) -> Path:
+    path = run_dir / "report.md"
+    write_text_atomic(path, render_markdown(summary))
+    return path
