@@ -107,7 +107,7 @@ def matrix(
     """Run a matrix (callbacks x user modes x key modes x repeats) and write its report."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from proxylab.matrix import FULL_PLAN, QUICK_PLAN, MatrixPlan, run_matrix
+    from proxylab.plan import FULL_PLAN, QUICK_PLAN, MatrixPlan
 
     base = FULL_PLAN if full else QUICK_PLAN
     overrides: dict[str, object] = {}
@@ -138,6 +138,8 @@ def matrix(
         where = ".".join(str(part) for part in first["loc"]) or "matrix"
         raise LabError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
     settings = _settings()
+    from proxylab.matrix import run_matrix
+
     total = len(plan.configurations()) * plan.repeats
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=False) as progress:
@@ -165,6 +167,30 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a results/<run-id> dire
     print(report_module.write_markdown(run_dir, summary))
 
 
+@app.command("import")
+def import_logs(
+    logs: Annotated[list[Path], typer.Argument(help="seed-investigation text logs or Locust CSV request logs")],
+    out: Annotated[Optional[Path], typer.Option(help="result directory to create")] = None,
+) -> None:
+    """Turn other tools' latency logs into a proxylab result directory, one cell per log."""
+    from proxylab import importers, report as report_module
+    from proxylab.results import new_run_id
+
+    settings = _settings()
+    missing = [str(path) for path in logs if not path.is_file()]
+    if missing:
+        raise LabError(f"no such log file: {missing[0]}")
+    run_dir = out or settings.results_dir / f"import-{new_run_id()}"
+    try:
+        summary, mismatches = importers.import_into_result_dir(logs, run_dir)
+    except (ValueError, FileExistsError) as error:
+        raise LabError(str(error)) from None
+    report_module.write_markdown(run_dir, summary)
+    for line in mismatches:
+        console.print(f"differs from the log's own summary: {line}", markup=False)
+    print(f"imported {len(logs)} log(s) into {run_dir}; report: {run_dir / 'report.md'}")
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
@@ -189,3 +215,7 @@ def main() -> None:
             error.show()
             sys.exit(2)
         raise
+
+
+if __name__ == "__main__":
+    main()

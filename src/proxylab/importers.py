@@ -432,3 +432,63 @@ def _raw_frame(rows: dict[str, list]) -> pd.DataFrame:
 def _clip(text: str, limit_chars: int = 80) -> str:
     """Shorten quoted input so an error message stays on one readable line."""
     return text if len(text) <= limit_chars else text[: limit_chars - 3] + "..."
+
+
+def import_into_result_dir(paths: list[Path], run_dir: Path) -> tuple[dict, list[str]]:
+    """Make a proxylab result directory from other tools' logs, one cell per log file.
+
+    Returns the summary and, for seed logs, every printed figure that the recomputation
+    does not reproduce (an empty list means the import agrees with the source's summary).
+    """
+    from proxylab import results
+
+    if run_dir.exists():
+        raise FileExistsError(f"{run_dir} exists; choose another output directory")
+    imported = [import_log(path) for path in paths]
+    identifiers = [log.frame["config_id"].iloc[0] if len(log.frame) else log.source_path.stem
+                   for log in imported]
+    if len(set(identifiers)) != len(identifiers):
+        raise ValueError("two imported logs have the same name; rename one")
+    summary = results.new_summary(
+        run_id=run_dir.name, plan={}, runtime="import",
+        database={"available": None, "reason": "imported logs: unknown"},
+        order=identifiers, metadata={"sources": [str(log.source_path) for log in imported]})
+    mismatches: list[str] = []
+    for identifier, log in zip(identifiers, imported):
+        cell_dir = run_dir / "cells" / identifier
+        raw_path = write_imported(log.frame, cell_dir)
+        figures = results.split_statistics(log.frame)
+        warnings = [text for text in [results.failure_warning(log.frame)] if text]
+        if log.printed is not None:
+            mismatches += [f"{identifier}: {text}" for text in _printed_mismatches(log.printed, figures["all"])]
+        summary["cells"].append({
+            "cell_id": identifier, "config_id": identifier,
+            "config": {"source_format": log.source_format,
+                       **({k: v for k, v in vars(log.header).items()} if log.header else {})},
+            "repeat": 1, "raw_table": str(raw_path.relative_to(run_dir)),
+            "statistics": figures, "warnings": warnings,
+        })
+    summary["status"] = "complete"
+    summary["finished_at"] = results.now_iso()
+    results.save(run_dir, summary)
+    return summary, mismatches
+
+
+def _printed_mismatches(printed: PrintedSummary, figures: dict) -> list[str]:
+    """Printed figures (seconds, 3 decimals) that the recomputed ones do not round to."""
+    found = []
+    if printed.succeeded != figures["succeeded"] or printed.failed != figures["failed"]:
+        found.append(f"counts {printed.succeeded}/{printed.failed} printed, "
+                     f"{figures['succeeded']}/{figures['failed']} recomputed")
+    for name in ("min", "avg", "max", "p95", "p99"):
+        value_s = getattr(printed, f"{name}_s")
+        value_ms = figures[f"{name}_ms"]
+        if value_s is not None and value_ms is not None and f"{value_s:.3f}" != f"{value_ms / 1000:.3f}":
+            found.append(f"{name} {value_s:.3f} s printed, {value_ms / 1000:.3f} s recomputed")
+    recomputed = {entry["threshold_s"]: entry["count"] for entry in figures["above"]}
+    for threshold in printed.above:
+        if recomputed.get(threshold.threshold_s) != threshold.count:
+            found.append(f"above {threshold.threshold_s:g} s: {threshold.count} printed, "
+                         f"{recomputed.get(threshold.threshold_s)} recomputed (a value rounded onto "
+                         f"the threshold in the log can cause this)")
+    return found

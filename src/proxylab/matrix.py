@@ -9,127 +9,26 @@ finished cell.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import signal
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from itertools import groupby
 from pathlib import Path
 
 import httpx
 import redis
-from pydantic import BaseModel, Field, field_validator
 
 from proxylab import load, metadata, report, results, toxics
 from proxylab.errors import LabError
+from proxylab.plan import DB_KEY_MODES, DB_USER_MODES, CellConfig, MatrixPlan
 from proxylab.settings import LabSettings
 from proxylab.stack import PROMETHEUS_CALLBACK, NativeStack, ProxyConfig, postgres_bin_dir
 
 logger = logging.getLogger(__name__)
 
-USER_MODES = ("none", "sequential", "random", "created")
-KEY_MODES = ("shared", "per_user")
-DB_USER_MODES = {"created"}
-DB_KEY_MODES = {"per_user"}
 GENERATOR_CPU_WARN_PERCENT = 80.0
-
-
-class MatrixPlan(BaseModel):
-    """The axes and the load of one matrix; validated before anything starts."""
-
-    callbacks: list[bool] = [False, True]
-    user_modes: list[str] = ["none", "sequential", "random"]
-    key_modes: list[str] = ["shared"]
-    llm_latencies_ms: list[int] = [0]
-    repeats: int = Field(1, ge=1)
-    requests: int = Field(1000, ge=1)
-    users: int = Field(20, ge=1)
-    spawn_rate: float = Field(0.0, ge=0)  # 0: all users at once, like the original script
-    warmup_requests: int = Field(20, ge=0)
-    max_cell_time_s: int = Field(600, ge=10)
-
-    @field_validator("user_modes", "key_modes", "callbacks", "llm_latencies_ms")
-    @classmethod
-    def _not_empty(cls, values: list) -> list:
-        if not values:
-            raise ValueError("needs at least one value")
-        if len(set(values)) != len(values):
-            raise ValueError(f"repeats a value: {values}")
-        return values
-
-    @field_validator("user_modes")
-    @classmethod
-    def _known_user_modes(cls, modes: list[str]) -> list[str]:
-        unknown = [mode for mode in modes if mode not in USER_MODES]
-        if unknown:
-            raise ValueError(f"unknown user mode {unknown[0]!r}; choose from {', '.join(USER_MODES)}")
-        return modes
-
-    @field_validator("key_modes")
-    @classmethod
-    def _known_key_modes(cls, modes: list[str]) -> list[str]:
-        unknown = [mode for mode in modes if mode not in KEY_MODES]
-        if unknown:
-            raise ValueError(f"unknown key mode {unknown[0]!r}; choose from {', '.join(KEY_MODES)}")
-        return modes
-
-    @field_validator("llm_latencies_ms")
-    @classmethod
-    def _non_negative(cls, values: list[int]) -> list[int]:
-        if any(value < 0 for value in values):
-            raise ValueError("latencies must be zero or positive")
-        return values
-
-    def model_post_init(self, _context) -> None:
-        if self.users > self.requests:
-            raise ValueError(f"{self.users} users need at least as many requests, got {self.requests}")
-
-    def configurations(self) -> list["CellConfig"]:
-        """Every configuration, grouped so the proxy restarts as rarely as possible."""
-        return [CellConfig(callbacks, user_mode, key_mode, latency_ms)
-                for latency_ms in self.llm_latencies_ms
-                for callbacks in self.callbacks
-                for user_mode in self.user_modes
-                for key_mode in self.key_modes]
-
-
-QUICK_PLAN = MatrixPlan()
-FULL_PLAN = MatrixPlan(repeats=3, requests=5000, users=50)
-
-
-@dataclass(frozen=True)
-class CellConfig:
-    callbacks: bool
-    user_mode: str
-    key_mode: str
-    llm_latency_ms: int = 0
-
-    @property
-    def config_id(self) -> str:
-        parts = [f"callbacks-{'on' if self.callbacks else 'off'}", f"user-{self.user_mode}",
-                 f"key-{self.key_mode}"]
-        if self.llm_latency_ms:
-            parts.append(f"llm-{self.llm_latency_ms}ms")
-        return ".".join(parts)
-
-    def proxy_config(self) -> ProxyConfig:
-        return ProxyConfig(callbacks=(PROMETHEUS_CALLBACK,) if self.callbacks else ())
-
-    def proxy_group(self) -> tuple:
-        """Cells with the same group share one proxy process."""
-        return (self.proxy_config(), self.llm_latency_ms)
-
-    def toxics(self) -> list[toxics.LatencyToxic]:
-        return [toxics.LatencyToxic("llm", self.llm_latency_ms)] if self.llm_latency_ms else []
-
-
-def new_run_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
 @contextmanager
@@ -148,7 +47,7 @@ def _terminate_as_interrupt() -> Iterator[None]:
 def run_matrix(settings: LabSettings, plan: MatrixPlan, *, run_id: str | None = None,
                on_cell: Callable[[dict], None] | None = None) -> Path:
     """Run every cell of `plan` on a fresh native stack; return the result directory."""
-    run_id = run_id or new_run_id()
+    run_id = run_id or results.new_run_id()
     run_dir = settings.results_dir / run_id
     if run_dir.exists():
         raise LabError(f"result directory {run_dir} already exists; choose another --run-id")
@@ -178,8 +77,8 @@ def run_matrix(settings: LabSettings, plan: MatrixPlan, *, run_id: str | None = 
             for _group, group_cells in groupby(order, key=lambda item: item[0].proxy_group()):
                 group_cells = list(group_cells)
                 first_config = group_cells[0][0]
-                toxics.apply(settings, first_config.toxics())
-                stack.restart_proxy(first_config.proxy_config())
+                toxics.apply(settings, hop_toxics(first_config))
+                stack.restart_proxy(proxy_config(first_config))
                 warmup = warm_up(settings, plan.warmup_requests)
                 for config, repeat in group_cells:
                     cell = _run_cell(settings, stack, plan, run_dir, config, repeat, warmup)
@@ -212,6 +111,14 @@ def _refuse_modes_without_database(plan: MatrixPlan, stack: NativeStack) -> None
     if needs_db:
         raise LabError(f"mode {needs_db[0]!r} needs the proxy's database, and here there is none "
                        f"({reason}); drop it or use the Compose runtime")
+
+
+def proxy_config(config: CellConfig) -> ProxyConfig:
+    return ProxyConfig(callbacks=(PROMETHEUS_CALLBACK,) if config.callbacks else ())
+
+
+def hop_toxics(config: CellConfig) -> list[toxics.LatencyToxic]:
+    return [toxics.LatencyToxic("llm", config.llm_latency_ms)] if config.llm_latency_ms else []
 
 
 def cell_id(config: CellConfig, repeat: int) -> str:

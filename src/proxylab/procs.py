@@ -139,32 +139,42 @@ class ProcessTable:
         logger.info("stopped %s (pid %d)", name, record.pid)
 
     def stop_all(self) -> list[str]:
-        """Stop every recorded process, the last started first; return their names."""
-        stopped = []
-        for record in reversed(self.load()):
-            self.stop(record.name)
-            stopped.append(record.name)
-        return stopped
+        """Stop every recorded process, the last started first; return their names.
+
+        All are signalled before any is waited for, so a slow one does not hold up the rest.
+        """
+        records = list(reversed(self.load()))
+        for record in records:
+            _signal(record, record.stop_signal)
+        for record in records:
+            _terminate(record)
+            logger.info("stopped %s (pid %d)", record.name, record.pid)
+        self._save([])
+        return [record.name for record in records]
 
 
-def _terminate(record: RunningProcess) -> None:
-    process = record.as_psutil()
-    if process is None:
+def _signal(record: RunningProcess, signum: int) -> None:
+    if record.as_psutil() is None:
         return
     # Each service leads its own session: signal the group to reach any children too.
     try:
-        os.killpg(record.pid, record.stop_signal)
+        os.killpg(record.pid, signum)
     except ProcessLookupError:
-        return
+        pass
     except PermissionError:
-        process.send_signal(record.stop_signal)
+        os.kill(record.pid, signum)
+
+
+def _terminate(record: RunningProcess) -> None:
+    """Signal the process (again, harmlessly) and wait; kill it when it ignores the signal."""
+    process = record.as_psutil()
+    if process is None:
+        return
+    _signal(record, record.stop_signal)
     _, alive = psutil.wait_procs([process], timeout=STOP_GRACE_S)
     if alive:
         logger.warning("%s did not stop within %.0f s; killing it", record.name, STOP_GRACE_S)
-        try:
-            os.killpg(record.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        _signal(record, signal.SIGKILL)
         psutil.wait_procs(alive, timeout=5)
 
 

@@ -46,20 +46,16 @@ def _table(cells: list[dict], split: str) -> list[str]:
     return lines
 
 
-def render_markdown(summary: dict) -> str:
+def _provenance_lines(summary: dict) -> list[str]:
+    """Where the figures come from: the stack and load of a matrix, or the imported files."""
     meta = summary.get("metadata", {})
+    if summary.get("runtime") == "import":
+        return [f"- **Imported from:** {', '.join(f'`{path}`' for path in meta.get('sources', []))}"]
     versions = meta.get("versions", {})
     machine = meta.get("machine", {})
     git = meta.get("git", {})
     plan = summary.get("plan", {})
-    cells = summary.get("cells", [])
-    database = summary.get("database") or {}
-    lines = [
-        f"# proxylab report `{summary['run_id']}`",
-        "",
-        f"- **Status:** {summary['status']}, {len(cells)} of {len(summary.get('order', []))} cells "
-        f"finished; started {summary['started_at']}, finished {summary.get('finished_at') or '–'}",
-        f"- **Proxy database:** {database.get('reason', 'unknown')}",
+    return [
         f"- **Runtime:** {summary.get('runtime')}; LiteLLM {versions.get('litellm')}, "
         f"Locust {versions.get('locust')}, PostgreSQL {versions.get('postgres')}, "
         f"Redis {versions.get('redis')}, toxiproxy {versions.get('toxiproxy')}, "
@@ -71,6 +67,19 @@ def render_markdown(summary: dict) -> str:
         f"users, no think time; {plan.get('repeats')} repeat(s) per configuration",
         f"- **Warm-up:** {plan.get('warmup_requests')} requests after each proxy start, sent and "
         f"excluded from every figure",
+    ]
+
+
+def render_markdown(summary: dict) -> str:
+    cells = summary.get("cells", [])
+    database = summary.get("database") or {}
+    lines = [
+        f"# proxylab report `{summary['run_id']}`",
+        "",
+        f"- **Status:** {summary['status']}, {len(cells)} of {len(summary.get('order', []))} cells "
+        f"finished; started {summary['started_at']}, finished {summary.get('finished_at') or '–'}",
+        f"- **Proxy database:** {database.get('reason', 'unknown')}",
+        *_provenance_lines(summary),
         "- **Figures:** exact, from each cell's per-request table (`cells/*/raw.csv`); Locust's "
         "own bucketed percentiles are not used. Shares above a threshold count successful "
         "requests strictly slower than it.",
@@ -78,9 +87,11 @@ def render_markdown(summary: dict) -> str:
     ]
     for split, title in SPLITS:
         lines += [f"## {title}", "", *_table(cells, split), ""]
-    lines += ["## Cells", "", "| cell | generator CPU % | proxy CPU ms/request | proxy peak RSS MiB | wall s |",
-              "|---|---|---|---|---|"]
-    for cell in cells:
+    measured = [cell for cell in cells if "wall_s" in cell]  # imported cells have no such figures
+    if measured:
+        lines += ["## Cells", "", "| cell | generator CPU % | proxy CPU ms/request | "
+                  "proxy peak RSS MiB | wall s |", "|---|---|---|---|---|"]
+    for cell in measured:
         rss = cell.get("proxy_peak_rss_bytes")
         cpu = cell.get("proxy_cpu_ms_per_request")
         lines.append(f"| `{cell['cell_id']}` | {cell['generator_cpu_percent']:.0f} | "

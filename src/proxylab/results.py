@@ -12,7 +12,6 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from proxylab import stats
@@ -28,6 +27,10 @@ SUMMARY_FILE = "summary.json"
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
 def write_json_atomic(path: Path, document: dict) -> None:
@@ -81,18 +84,20 @@ def split_statistics(frame: pd.DataFrame) -> dict[str, dict]:
     """Figures for all requests, each simulated user's first request, and the later ones."""
     first = frame["request_index"] == 1
     return {
-        "all": _summarize(frame).to_dict(),
-        "first_request": _summarize(frame[first]).to_dict(),
-        "later_requests": _summarize(frame[~first]).to_dict(),
+        "all": stats.summarize_raw(frame).to_dict(),
+        "first_request": stats.summarize_raw(frame[first]).to_dict(),
+        "later_requests": stats.summarize_raw(frame[~first]).to_dict(),
     }
 
 
-def _summarize(frame: pd.DataFrame) -> stats.LatencySummary:
-    duration_s = None
-    if len(frame) and np.isfinite(frame["sent_unix_s"]).all():
-        duration_s = float(frame["finished_unix_s"].max() - frame["sent_unix_s"].min())
-    return stats.summarize(frame["latency_ms"].to_numpy(), frame["ok"].to_numpy() == 1,
-                           duration_s=duration_s)
+def failure_warning(frame: pd.DataFrame) -> str | None:
+    """One line naming how many requests failed and their commonest errors, or None."""
+    failed = frame[frame["ok"] == 0]
+    if failed.empty:
+        return None
+    errors = failed["error"].value_counts().head(3)
+    top = "; ".join(f"{count}x {text}" for text, count in errors.items())
+    return f"{len(failed)} requests failed ({top}); see the raw table"
 
 
 def cell_record(*, run_dir: Path, cell_id: str, config_id: str, config: dict, repeat: int,
@@ -105,11 +110,9 @@ def cell_record(*, run_dir: Path, cell_id: str, config_id: str, config: dict, re
     if len(frame) < expected_requests:
         warnings.append(f"only {len(frame)} of {expected_requests} requests finished "
                         f"(time limit or interruption); figures cover those")
-    failed = figures["all"]["failed"]
-    if failed:
-        errors = frame.loc[frame["ok"] == 0, "error"].value_counts().head(3)
-        top = "; ".join(f"{count}x {text}" for text, count in errors.items())
-        warnings.append(f"{failed} requests failed ({top}); see the raw table")
+    failures = failure_warning(frame)
+    if failures:
+        warnings.append(failures)
     if load.generator_cpu_percent > generator_cpu_warn_percent:
         warnings.append(f"load generator CPU at {load.generator_cpu_percent:.0f} % of a core: latency "
                         f"may include the generator's own queueing; use fewer users")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import ipaddress
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -24,6 +24,10 @@ DEFAULT_PROXY_VERSION = "1.108.7"
 # Releases published by an attacker on PyPI; never installed (FIELD-NOTES).
 COMPROMISED_PROXY_VERSIONS = frozenset({"1.82.7", "1.82.8"})
 
+
+
+PORT_FIELDS = ("postgres_port", "redis_port", "mock_llm_port", "toxiproxy_api_port", "llm_hop_port",
+               "postgres_hop_port", "redis_hop_port", "proxy_port", "prometheus_port")
 
 
 class LabSettings(BaseSettings):
@@ -46,6 +50,9 @@ class LabSettings(BaseSettings):
     proxy_port: int = Field(14000, ge=1024, le=32767)
     prometheus_port: int = Field(19090, ge=1024, le=32767)
 
+    # Added to every port above, so two labs (or a test run beside a manual one) can coexist.
+    port_offset: int = Field(0, ge=0, le=10000)
+
     proxy_version: str = DEFAULT_PROXY_VERSION
     master_key: str = "sk-proxylab-master"
     model_name: str = "mock-gpt"
@@ -65,6 +72,18 @@ class LabSettings(BaseSettings):
         if not ipaddress.ip_address(host).is_loopback:
             raise ValueError(f"{host} is not a loopback address; the lab only uses 127.0.0.0/8")
         return host
+
+    @model_validator(mode="after")
+    def _apply_port_offset(self) -> "LabSettings":
+        if self.port_offset:
+            for name in PORT_FIELDS:
+                port = getattr(self, name) + self.port_offset
+                if port > 32767:
+                    raise ValueError(f"port_offset {self.port_offset} puts {name} at {port}, over 32767")
+                # object.__setattr__ skips validate_assignment so the offset applies once.
+                object.__setattr__(self, name, port)
+            object.__setattr__(self, "port_offset", 0)
+        return self
 
     @property
     def state_dir(self) -> Path:

@@ -1,0 +1,98 @@
+"""A matrix plan: its axes and load, validated before anything starts.
+
+Kept apart from the runner so that checking a plan imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel, Field, field_validator
+
+USER_MODES = ("none", "sequential", "random", "created")
+KEY_MODES = ("shared", "per_user")
+DB_USER_MODES = {"created"}
+DB_KEY_MODES = {"per_user"}
+
+
+class MatrixPlan(BaseModel):
+    """The axes and the load of one matrix; validated before anything starts."""
+
+    callbacks: list[bool] = [False, True]
+    user_modes: list[str] = ["none", "sequential", "random"]
+    key_modes: list[str] = ["shared"]
+    llm_latencies_ms: list[int] = [0]
+    repeats: int = Field(1, ge=1)
+    requests: int = Field(1000, ge=1)
+    users: int = Field(20, ge=1)
+    spawn_rate: float = Field(0.0, ge=0)  # 0: all users at once, like the original script
+    warmup_requests: int = Field(20, ge=0)
+    max_cell_time_s: int = Field(600, ge=10)
+
+    @field_validator("user_modes", "key_modes", "callbacks", "llm_latencies_ms")
+    @classmethod
+    def _not_empty(cls, values: list) -> list:
+        if not values:
+            raise ValueError("needs at least one value")
+        if len(set(values)) != len(values):
+            raise ValueError(f"repeats a value: {values}")
+        return values
+
+    @field_validator("user_modes")
+    @classmethod
+    def _known_user_modes(cls, modes: list[str]) -> list[str]:
+        unknown = [mode for mode in modes if mode not in USER_MODES]
+        if unknown:
+            raise ValueError(f"unknown user mode {unknown[0]!r}; choose from {', '.join(USER_MODES)}")
+        return modes
+
+    @field_validator("key_modes")
+    @classmethod
+    def _known_key_modes(cls, modes: list[str]) -> list[str]:
+        unknown = [mode for mode in modes if mode not in KEY_MODES]
+        if unknown:
+            raise ValueError(f"unknown key mode {unknown[0]!r}; choose from {', '.join(KEY_MODES)}")
+        return modes
+
+    @field_validator("llm_latencies_ms")
+    @classmethod
+    def _non_negative(cls, values: list[int]) -> list[int]:
+        if any(value < 0 for value in values):
+            raise ValueError("latencies must be zero or positive")
+        return values
+
+    def model_post_init(self, _context) -> None:
+        if self.users > self.requests:
+            raise ValueError(f"{self.users} users need at least as many requests, got {self.requests}")
+
+    def configurations(self) -> list["CellConfig"]:
+        """Every configuration, grouped so the proxy restarts as rarely as possible."""
+        return [CellConfig(callbacks, user_mode, key_mode, latency_ms)
+                for latency_ms in self.llm_latencies_ms
+                for callbacks in self.callbacks
+                for user_mode in self.user_modes
+                for key_mode in self.key_modes]
+
+
+QUICK_PLAN = MatrixPlan()
+FULL_PLAN = MatrixPlan(repeats=3, requests=5000, users=50)
+
+
+@dataclass(frozen=True)
+class CellConfig:
+    callbacks: bool
+    user_mode: str
+    key_mode: str
+    llm_latency_ms: int = 0
+
+    @property
+    def config_id(self) -> str:
+        parts = [f"callbacks-{'on' if self.callbacks else 'off'}", f"user-{self.user_mode}",
+                 f"key-{self.key_mode}"]
+        if self.llm_latency_ms:
+            parts.append(f"llm-{self.llm_latency_ms}ms")
+        return ".".join(parts)
+
+    def proxy_group(self) -> tuple:
+        """Cells with the same group share one proxy process: what the proxy runs with."""
+        return (self.callbacks, self.llm_latency_ms)
