@@ -17,6 +17,7 @@ from pathlib import Path
 import psutil
 
 from proxylab.errors import LabError
+from proxylab.procs import die_with_parent
 from proxylab.settings import REPO_ROOT, LabSettings
 
 logger = logging.getLogger(__name__)
@@ -81,7 +82,8 @@ def run_load(settings: LabSettings, spec: LoadSpec, cell_dir: Path, proxy_pid: i
     started = time.monotonic()
     with (cell_dir / "locust.out").open("wb") as output:
         generator = psutil.Popen(command, stdout=output, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL, cwd=REPO_ROOT)
+                                 stdin=subprocess.DEVNULL, cwd=REPO_ROOT,
+                                 preexec_fn=die_with_parent)  # no orphan if the CLI is killed
     generator_cpu_s = 0.0
     timed_out = False
     hard_deadline = started + spec.max_run_time_s + 60

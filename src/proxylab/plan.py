@@ -26,7 +26,7 @@ class MatrixPlan(BaseModel):
     requests: int = Field(1000, ge=1)
     users: int = Field(20, ge=1)
     spawn_rate: float = Field(0.0, ge=0)  # 0: all users at once, like the original script
-    warmup_requests: int = Field(20, ge=0)
+    warmup_requests: int = Field(40, ge=0)
     max_cell_time_s: int = Field(600, ge=10)
 
     @field_validator("user_modes", "key_modes", "callbacks", "llm_latencies_ms")

@@ -105,7 +105,7 @@ class ProcessTable:
                 popen = subprocess.Popen(
                     spec.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                     cwd=spec.cwd, env=env, start_new_session=True, user=spec.run_as_user,
-                    preexec_fn=_die_with_parent if tie_to_parent else None,
+                    preexec_fn=die_with_parent if tie_to_parent else None,
                 )
             except FileNotFoundError:
                 raise LabError(f"{spec.name}: binary {spec.argv[0]} not found; run scripts/bootstrap.sh") from None
@@ -178,7 +178,7 @@ def _terminate(record: RunningProcess) -> None:
         psutil.wait_procs(alive, timeout=5)
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child: ask the kernel for SIGTERM when the CLI that started us dies (even by -9)."""
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
