@@ -6,6 +6,10 @@ request's `user` field, key modes which API key authenticates it. Each request i
 to `--raw-csv` (see src/proxylab/rawlog.py) with its exact latency; Locust's own, bucketed,
 statistics are only for watching.
 
+With `--stream` every request asks for Server-Sent Events and the user reads the stream to
+its end: the raw table gets the time to the first content token (`ttft_ms`) and the time to
+the last byte (`latency_ms`), both taken here, since Locust stops its clock at the headers.
+
 Headless, as the lab runs it:
     locust -f locustfiles/chat.py --headless -u 20 -r 20 --host http://127.0.0.1:14000 \
         --total-requests 1000 --user-mode sequential --raw-csv /tmp/raw.csv
@@ -16,7 +20,9 @@ from __future__ import annotations
 
 import csv
 import itertools
+import json
 import logging
+import time
 import uuid
 from pathlib import Path
 
@@ -30,8 +36,10 @@ logger = logging.getLogger(__name__)
 USER_MODES = ("none", "sequential", "random", "created")
 KEY_MODES = ("shared", "per_user")
 RAW_COLUMNS = ("config_id", "user_index", "request_index", "sent_unix_s", "finished_unix_s",
-               "latency_ms", "status_code", "ok", "error", "overhead_ms")
+               "latency_ms", "status_code", "ok", "error", "overhead_ms", "ttft_ms",
+               "proxy_response_ms")
 OVERHEAD_HEADER = "x-litellm-overhead-duration-ms"
+RESPONSE_DURATION_HEADER = "x-litellm-response-duration-ms"
 
 
 @events.init_command_line_parser.add_listener
@@ -51,6 +59,8 @@ def _add_options(parser) -> None:
     group.add_argument("--model", default="mock-gpt", include_in_web_ui=True)
     group.add_argument("--raw-csv", default="proxylab-raw.csv", help="where each request is written")
     group.add_argument("--config-id", default="interactive", help="written in every raw row")
+    group.add_argument("--stream", action="store_true", default=False, include_in_web_ui=True,
+                       help="stream the answers; record time to first token and to the last byte")
 
 
 class _RawLog:
@@ -111,20 +121,69 @@ def _on_request(request_type, name, response_time, response_length, response=Non
                 exception=None, start_time=None, url=None, **_kwargs) -> None:
     if raw_log.writer is None or not context or "user_index" not in context:
         return
+    if context.get("stream_headers"):
+        return  # Locust's event at a stream's headers; the user fires the whole request's later
     status_code = getattr(response, "status_code", 0) or 0
     ok = exception is None and 200 <= status_code < 300
     headers = getattr(response, "headers", None) or {}
     overhead = headers.get(OVERHEAD_HEADER, "") if ok else ""
+    proxy_response = headers.get(RESPONSE_DURATION_HEADER, "") if ok else ""
+    ttft_ms = context.get("ttft_ms")
     finished = start_time + response_time / 1000.0
     raw_log.writer.writerow((context["config_id"], context["user_index"], context["request_index"],
                              f"{start_time:.6f}", f"{finished:.6f}", f"{response_time:.3f}",
                              status_code, int(ok), "" if ok else _error_text(exception, status_code),
-                             overhead))
+                             _number(overhead), "" if ttft_ms is None else f"{ttft_ms:.3f}",
+                             _number(proxy_response)))
     raw_log.rows += 1
     if raw_log.rows == raw_log.target:
         runner = context["runner"]
         # Leave the request handler first; then stop (web UI) or end the process (headless).
         gevent.spawn_later(0, runner.quit if context["headless"] else runner.stop)
+
+
+def _number(header_value: str) -> str:
+    """A header's number as written to the table; empty when absent or not a number ("None")."""
+    try:
+        float(header_value)
+    except (TypeError, ValueError):
+        return ""
+    return header_value
+
+
+class StreamError(Exception):
+    """A streamed answer that broke off or carried an error event."""
+
+
+def read_event_stream(response, started_perf_s: float) -> tuple[float | None, int]:
+    """Read an SSE body to its end; return (ms to the first content token, bytes read).
+
+    TODO: reads geventhttpclient's response (`_response`) directly: FastResponse offers only
+    `iter_content`, whose reads wait for a full chunk of bytes and would delay every token.
+    """
+    body = response._response
+    first_token_s = None
+    length = 0
+    done = False
+    while line := body.readline(b"\n"):
+        length += len(line)
+        if not line.startswith(b"data:"):
+            continue
+        payload = line[5:].strip()
+        if payload == b"[DONE]":
+            done = True
+            continue
+        if first_token_s is None or b'"error"' in payload:
+            event = json.loads(payload)
+            if isinstance(event, dict) and event.get("error"):
+                raise StreamError(f"error event in stream: {str(event['error'])[:200]}")
+            choices = event.get("choices") or [{}]
+            if first_token_s is None and (choices[0].get("delta") or {}).get("content"):
+                first_token_s = time.perf_counter()
+    if not done:
+        raise StreamError("stream ended without data: [DONE]")
+    ttft_ms = None if first_token_s is None else (first_token_s - started_perf_s) * 1000
+    return ttft_ms, length
 
 
 def _error_text(exception, status_code: int) -> str:
@@ -156,6 +215,7 @@ class ChatUser(FastHttpUser):
         self.context_base = {"config_id": options.config_id, "user_index": self.index,
                              "runner": runner, "headless": bool(options.headless)}
         self.model = options.model
+        self.stream = bool(options.stream)
 
     def _end_user(self, options) -> str | None:
         if options.user_mode == "none":
@@ -178,5 +238,31 @@ class ChatUser(FastHttpUser):
                 "max_tokens": 16}
         if self.end_user is not None:
             body["user"] = self.end_user
+        context = {**self.context_base, "request_index": self.sent}
+        if self.stream:
+            self._stream_chat(body, context)
+            return
         self.client.post("/v1/chat/completions", json=body, headers=self.headers, name="chat",
-                         context={**self.context_base, "request_index": self.sent})
+                         context=context)
+
+    def _stream_chat(self, body: dict, context: dict) -> None:
+        """Send one streamed request, read it to the end, and report it with its own clock."""
+        body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        start_time = time.time()
+        started = time.perf_counter()
+        response = self.client.post("/v1/chat/completions", json=body, headers=self.headers,
+                                    name="chat (headers)", stream=True,
+                                    context={**context, "stream_headers": True})
+        ttft_ms, length, exception = None, 0, getattr(response, "error", None)
+        if exception is None and response.status_code == 200:
+            try:
+                ttft_ms, length = read_event_stream(response, started)
+            except Exception as error:  # a broken stream is a failed request, not a crash
+                exception = error
+        elif exception is None:
+            exception = StreamError(f"HTTP {response.status_code}: {(response.text or '')[:200]}")
+        response_time_ms = (time.perf_counter() - started) * 1000
+        self.environment.events.request.fire(
+            request_type="POST", name="chat", response_time=response_time_ms,
+            response_length=length, response=response, exception=exception,
+            context={**context, "ttft_ms": ttft_ms}, start_time=start_time, url=None)

@@ -24,6 +24,8 @@ from conftest import run_cli
         (["matrix", "--llm-latency-ms", "fast"], "--llm-latency-ms takes whole milliseconds"),
         (["report", "/nonexistent/run"], "not a proxylab result directory"),
         (["import", "/nonexistent/log.txt"], "no such log file"),
+        (["matrix", "--bogus"], "No such option: --bogus"),
+        (["matrix", "--requests", "many"], "Invalid value for '--requests'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], expected: str, lab_env: dict) -> None:

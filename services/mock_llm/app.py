@@ -7,14 +7,27 @@ Routes:
     GET  /metrics               Prometheus text: mock_llm_requests_total,
                                 mock_llm_request_duration_seconds
 
-Environment variables, read once at startup (see settings.py, where each is defined):
-    MOCK_LLM_LATENCY_MS         fixed latency added before every chat completion answers,
-                                as a non-blocking sleep; default 0
-    MOCK_LLM_STREAM_CHUNKS      content chunks in a streamed answer; default 8
-    MOCK_LLM_TOKEN_DELAY_MS     delay between consecutive streamed content chunks; default 0
-    MOCK_LLM_COMPLETION_TOKENS  tokens (words) in every answer; default 16; must be at least
-                                MOCK_LLM_STREAM_CHUNKS
-    MOCK_LLM_MODELS             comma-separated model names for /v1/models; default mock-gpt
+Environment variables, read once at startup (see settings.py, where each is defined, and
+README.md):
+    MOCK_LLM_LATENCY_MS            fixed latency before the first byte (streamed: before the
+                                   first chunk), as a non-blocking sleep; default 0
+    MOCK_LLM_LATENCY_DISTRIBUTION  latency drawn per request instead: fixed, uniform, normal,
+                                   lognormal, or replay:PATH of observed latencies
+    MOCK_LLM_SPIKE_SHARE           share of requests whose latency is multiplied by
+    MOCK_LLM_SPIKE_FACTOR          this factor
+    MOCK_LLM_STREAM_CHUNKS         content chunks in a streamed answer; default 8
+    MOCK_LLM_TOKEN_DELAY_MS        delay between consecutive streamed content chunks; default 0
+    MOCK_LLM_STREAM_HEADERS_FIRST  streamed headers at once, the latency before the first chunk
+    MOCK_LLM_COMPLETION_TOKENS     tokens (words) in every answer; default 16; must be at least
+                                   MOCK_LLM_STREAM_CHUNKS
+    MOCK_LLM_PROMPT_TOKENS         usage.prompt_tokens; default 0: estimated from the messages
+    MOCK_LLM_ERROR_429_SHARE       shares of requests answered 429 at once, 500 after their
+    MOCK_LLM_ERROR_500_SHARE       latency, or held MOCK_LLM_TIMEOUT_MS and answered 504
+    MOCK_LLM_TIMEOUT_SHARE
+    MOCK_LLM_TIMEOUT_MS
+    MOCK_LLM_MODELS                comma-separated model names for /v1/models; default mock-gpt
+    MOCK_LLM_SEED                  seed of every random draw; unset: new draws each start
+    MOCK_LLM_BEHAVIOURS_FILE       JSON or YAML file of per-model settings
 
 An invalid value stops the process at start with a one-line message on stderr and exit code 2.
 Any model name in a request is answered and echoed back, listed or not.
@@ -30,9 +43,11 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import sys
 import time
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -44,8 +59,10 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Message
 
+from behaviour import OK, RATE_LIMITED, SERVER_ERROR, Behaviour, Decision
 from completions import (
     DONE_EVENT,
+    Answer,
     ChunkWriter,
     completion_body,
     estimate_prompt_tokens,
@@ -66,12 +83,37 @@ DEFAULT_KEEP_ALIVE_S = 75
 HEALTH_BODY = orjson.dumps({"status": "ok"})
 
 
-def _error(status_code: int, message: str) -> Response:
+def _error(
+    status_code: int, message: str, error_type: str = "invalid_request_error",
+    code: str | None = None, headers: Mapping[str, str] | None = None,
+) -> Response:
     """Return an error in OpenAI's shape, so clients report it as they would a real one."""
-    body = {
-        "error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}
-    }
-    return Response(orjson.dumps(body), status_code=status_code, media_type="application/json")
+    body = {"error": {"message": message, "type": error_type, "param": None, "code": code}}
+    return Response(
+        orjson.dumps(body), status_code=status_code, media_type="application/json", headers=headers
+    )
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """Everything about answering one model, prepared once: the answer and its timing."""
+
+    answer: Answer
+    behaviour: Behaviour
+    # Converted once here: handlers work in seconds, settings speak milliseconds.
+    token_delay_s: float
+    headers_first: bool
+    prompt_tokens: int  # 0: estimate from the request
+
+    @classmethod
+    def of(cls, settings: Settings) -> ModelPlan:
+        return cls(
+            answer=make_answer(settings.completion_tokens, settings.stream_chunks),
+            behaviour=settings.behaviour(),
+            token_delay_s=settings.token_delay_ms / 1000,
+            headers_first=settings.stream_headers_first,
+            prompt_tokens=settings.prompt_tokens,
+        )
 
 
 class MockLLM:
@@ -79,28 +121,25 @@ class MockLLM:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.answer = make_answer(settings.completion_tokens, settings.stream_chunks)
+        self.default_plan = ModelPlan.of(settings)
+        self.plans = {name: ModelPlan.of(model) for name, model in settings.per_model.items()}
+        # One generator for every draw; with MOCK_LLM_SEED a run's draws repeat.
+        self.rng = random.Random(settings.seed)
         created_s = int(time.time())
         models = [
             {"id": name, "object": "model", "created": created_s, "owned_by": "proxylab"}
-            for name in settings.models
+            for name in settings.all_models()
         ]
         self.models_body = orjson.dumps({"object": "list", "data": models})
-        # Converted once here: handlers work in seconds, settings speak milliseconds.
-        self.latency_s = settings.latency_ms / 1000
-        self.token_delay_s = settings.token_delay_ms / 1000
 
-    async def wait_latency(self) -> None:
-        """Sleep the added response latency without blocking the event loop.
-
-        The one place that decides how long a request waits, where a latency distribution
-        would go.
-        """
-        if self.latency_s > 0:
-            await asyncio.sleep(self.latency_s)
+    @staticmethod
+    async def wait_latency(latency_s: float) -> None:
+        """Sleep a request's drawn latency without blocking the event loop."""
+        if latency_s > 0:
+            await asyncio.sleep(latency_s)
 
     async def chat_completions(self, request: Request) -> Response:
-        """Answer a chat completion, whole or as Server-Sent Events."""
+        """Answer a chat completion, whole or as Server-Sent Events, or fail it as drawn."""
         try:
             payload = orjson.loads(await request.body())
         except orjson.JSONDecodeError:
@@ -115,39 +154,64 @@ class MockLLM:
         if not isinstance(messages, list) or not messages:
             return _error(400, "'messages' must be a non-empty list")
 
-        prompt_tokens = estimate_prompt_tokens(messages)
-        await self.wait_latency()
+        plan = self.plans.get(model, self.default_plan)
+        decision = plan.behaviour.draw(self.rng)
+        if decision.outcome != OK:
+            return await self._fail(decision)
+        prompt_tokens = plan.prompt_tokens or estimate_prompt_tokens(messages)
 
         if payload.get("stream") is True:
             stream_options = payload.get("stream_options")
             include_usage = (
                 isinstance(stream_options, dict) and stream_options.get("include_usage") is True
             )
+            first_chunk_wait_s = decision.latency_s if plan.headers_first else 0.0
+            if not plan.headers_first:
+                await self.wait_latency(decision.latency_s)
             return StreamingResponse(
-                self._stream(model, prompt_tokens, include_usage),
+                self._stream(plan, model, prompt_tokens, include_usage, first_chunk_wait_s),
                 media_type="text/event-stream",
                 headers={"cache-control": "no-cache"},
             )
 
+        await self.wait_latency(decision.latency_s)
         return Response(
-            completion_body(model, prompt_tokens, self.answer), media_type="application/json"
+            completion_body(model, prompt_tokens, plan.answer), media_type="application/json"
         )
 
+    async def _fail(self, decision: Decision) -> Response:
+        """Answer a request drawn to fail: 429 at once, 500 after its latency, 504 after a hold."""
+        await self.wait_latency(decision.latency_s)
+        if decision.outcome == RATE_LIMITED:
+            return _error(
+                429, "Rate limit reached (injected by the mock)", "requests",
+                "rate_limit_exceeded", headers={"retry-after": "1"},
+            )
+        if decision.outcome == SERVER_ERROR:
+            return _error(500, "Internal error (injected by the mock)", "server_error")
+        return _error(504, "Timed out (injected by the mock)", "timeout")
+
     async def _stream(
-        self, model: str, prompt_tokens: int, include_usage: bool
+        self, plan: ModelPlan, model: str, prompt_tokens: int, include_usage: bool,
+        first_chunk_wait_s: float,
     ) -> AsyncIterator[bytes]:
-        """Yield the SSE events: role, content chunks, finish, usage if asked, [DONE]."""
+        """Yield the SSE events: role, content chunks, finish, usage if asked, [DONE].
+
+        The first content chunk leaves `first_chunk_wait_s` after the headers, each later one
+        `token_delay_s` after the one before: k chunks end (k - 1) token delays after the first.
+        """
+        await self.wait_latency(first_chunk_wait_s)
         writer = ChunkWriter(model, include_usage)
         yield writer.delta_event({"role": "assistant", "content": ""})
 
-        for index, piece in enumerate(self.answer.pieces):
-            if index > 0 and self.token_delay_s > 0:
-                await asyncio.sleep(self.token_delay_s)
+        for index, piece in enumerate(plan.answer.pieces):
+            if index > 0 and plan.token_delay_s > 0:
+                await asyncio.sleep(plan.token_delay_s)
             yield writer.delta_event({"content": piece})
 
         yield writer.delta_event({}, finish_reason="stop")
         if include_usage:
-            yield writer.usage_event(prompt_tokens, self.answer.completion_tokens)
+            yield writer.usage_event(prompt_tokens, plan.answer.completion_tokens)
         yield DONE_EVENT
 
     async def models(self, request: Request) -> Response:

@@ -40,14 +40,20 @@ def _split(values: list[str] | None) -> list[str] | None:
     return [part.strip() for value in values for part in value.split(",") if part.strip()]
 
 
+RuntimeOption = Annotated[str, typer.Option(
+    "--runtime", help="native (local processes) or compose (Docker)")]
+
+
 @app.command()
 def up(callbacks: Annotated[bool, typer.Option("--callbacks/--no-callbacks",
-                                               help="start the proxy with the Prometheus callback")] = False) -> None:
-    """Start the native stack and leave it running (stop it with `proxylab down`)."""
-    from proxylab.stack import PROMETHEUS_CALLBACK, NativeStack, ProxyConfig
+                                               help="start the proxy with the Prometheus callback")] = False,
+       runtime: RuntimeOption = "native") -> None:
+    """Start the stack and leave it running (stop it with `proxylab down`)."""
+    from proxylab.runtimes import make_stack
+    from proxylab.stack import PROMETHEUS_CALLBACK, ProxyConfig
 
     settings = _settings()
-    stack = NativeStack(settings)
+    stack = make_stack(settings, runtime)
     stack.up(ProxyConfig(callbacks=(PROMETHEUS_CALLBACK,) if callbacks else ()))
     assert stack.database is not None
     console.print(f"stack up; proxy on {settings.url(settings.proxy_port)} (master key "
@@ -55,25 +61,25 @@ def up(callbacks: Annotated[bool, typer.Option("--callbacks/--no-callbacks",
 
 
 @app.command()
-def down() -> None:
+def down(runtime: RuntimeOption = "native") -> None:
     """Stop every process `up` or a matrix started, also after a crash, and nothing else."""
-    from proxylab.stack import NativeStack
+    from proxylab.runtimes import make_stack
 
-    stopped = NativeStack(_settings()).down()
+    stopped = make_stack(_settings(), runtime).down()
     console.print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
 
 
 @app.command()
-def status() -> None:
+def status(runtime: RuntimeOption = "native") -> None:
     """List the lab's processes and whether they are alive."""
-    from proxylab.stack import NativeStack
+    from proxylab.runtimes import make_stack
 
-    statuses = NativeStack(_settings()).status()
+    statuses = make_stack(_settings(), runtime).status()
     if not statuses:
         print("nothing running")
         raise typer.Exit(1)
     for entry in statuses:
-        print(f"{entry.name:15} pid {entry.pid:<8} {'alive' if entry.alive else 'DEAD'}  {entry.log_path}")
+        print(f"{entry.name:15} pid {entry.pid or '-':<8} {'alive' if entry.alive else 'DEAD'}  {entry.log_path}")
     if not all(entry.alive for entry in statuses):
         raise typer.Exit(1)
 
@@ -97,12 +103,18 @@ def matrix(
     key_mode: Annotated[Optional[list[str]], typer.Option(help="shared, per_user")] = None,
     llm_latency_ms: Annotated[Optional[list[str]], typer.Option(
         help="latency toxic on the proxy->LLM hop, one configuration per value")] = None,
+    toxic: Annotated[Optional[list[str]], typer.Option(
+        help="fault scenario, one configuration per flag: none, or HOP:KIND[=VALUE][:OPTION=VALUE] "
+             "joined by +, e.g. redis:latency=5:jitter=2:dir=both+llm:down (docs/faults.md)")] = None,
+    stream: Annotated[bool, typer.Option(help="stream answers; record time to first token")] = False,
+    profile: Annotated[bool, typer.Option(help="py-spy profile of the proxy in each cell")] = False,
     repeats: Annotated[Optional[int], typer.Option(help="runs per configuration")] = None,
     requests: Annotated[Optional[int], typer.Option(help="requests per cell")] = None,
     users: Annotated[Optional[int], typer.Option(help="concurrent simulated users")] = None,
     spawn_rate: Annotated[Optional[float], typer.Option(help="users started per second (0: all at once)")] = None,
     warmup: Annotated[Optional[int], typer.Option(help="warm-up requests after each proxy start")] = None,
     run_id: Annotated[Optional[str], typer.Option(help="name of the result directory")] = None,
+    runtime: RuntimeOption = "native",
 ) -> None:
     """Run a matrix (callbacks x user modes x key modes x repeats) and write its report."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -127,6 +139,16 @@ def matrix(
             overrides["llm_latencies_ms"] = [int(value) for value in _split(llm_latency_ms) or []]
         except ValueError:
             raise LabError("--llm-latency-ms takes whole milliseconds") from None
+    if toxic:
+        overrides["toxics"] = toxic
+    if stream:
+        overrides["stream"] = True
+    if profile:
+        from proxylab.attribution import profiler_binary
+
+        if profiler_binary() is None:
+            raise LabError("--profile needs py-spy; run `uv sync` (it is in the lab's environment)")
+        overrides["profile"] = True
     for name, value in (("repeats", repeats), ("requests", requests), ("users", users),
                         ("spawn_rate", spawn_rate), ("warmup_requests", warmup)):
         if value is not None:
@@ -139,7 +161,9 @@ def matrix(
         raise LabError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
     settings = _settings()
     from proxylab.matrix import run_matrix
+    from proxylab.runtimes import check_runtime
 
+    check_runtime(runtime)
     total = len(plan.configurations()) * plan.repeats
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=False) as progress:
@@ -153,18 +177,106 @@ def matrix(
                 f"p95 {'–' if p95 is None else f'{p95 / 1000:.3f}'} s")
             progress.advance(task)
 
-        run_dir = run_matrix(settings, plan, run_id=run_id, on_cell=_advance)
+        run_dir = run_matrix(settings, plan, run_id=run_id, on_cell=_advance, runtime=runtime)
     print(f"report: {run_dir / 'report.md'}")
 
 
+FloorOption = Annotated[Optional[float], typer.Option(
+    help="practical floor in %: smaller real changes are called noise (default 5)")]
+SeedOption = Annotated[Optional[int], typer.Option(help="seed of the bootstraps (default 4)")]
+
+
+def _verdict_options(floor_percent: float | None, seed: int | None):
+    """VerdictOptions with the flags given; its dataclass holds every default."""
+    from proxylab.verdicts import VerdictOptions
+
+    given = {"floor_percent": floor_percent, "seed": seed}
+    try:
+        return VerdictOptions(**{name: value for name, value in given.items() if value is not None})
+    except ValueError as error:
+        raise LabError(str(error)) from None
+
+
 @app.command()
-def report(run_dir: Annotated[Path, typer.Argument(help="a results/<run-id> directory")]) -> None:
-    """Rebuild report.md from a result directory's saved results, starting nothing."""
+def report(run_dir: Annotated[Path, typer.Argument(help="a results/<run-id> directory")],
+           floor_percent: FloorOption = None, seed: SeedOption = None) -> None:
+    """Rebuild report.md and report.html from a result directory's saved results alone."""
+    from proxylab import html_report
     from proxylab import report as report_module
     from proxylab import results
 
     summary = results.load_summary(run_dir)
-    print(report_module.write_markdown(run_dir, summary))
+    options = _verdict_options(floor_percent, seed)
+    print(report_module.write_markdown(run_dir, summary, options, verdicts_while_running=True))
+    print(html_report.write_html(run_dir, summary, options))
+
+
+@app.command()
+def compare(
+    run_a: Annotated[Path, typer.Argument(help="baseline result directory (e.g. before a fix)")],
+    run_b: Annotated[Path, typer.Argument(help="candidate result directory (e.g. after it)")],
+    out: Annotated[Optional[Path], typer.Option(
+        help="folder for the comparison report (default results/compare-<a>-vs-<b>)")] = None,
+    floor_percent: FloorOption = None, seed: SeedOption = None,
+) -> None:
+    """Compare the configurations two result directories share (b against a), starting nothing."""
+    from proxylab import compare as compare_module
+
+    options = _verdict_options(floor_percent, seed)
+    comparison = compare_module.compare_directories(run_a, run_b, options)
+    out_dir = out or _settings().results_dir / f"compare-{run_a.name}-vs-{run_b.name}"
+    paths = compare_module.write_comparison(comparison, out_dir)
+    for entry in comparison.assessment.comparisons:
+        print(entry.label)
+        for verdict in entry.verdicts:
+            print(f"  {verdict.text}")
+    print(f"report: {paths[0]} and {paths[1]}")
+
+
+@app.command()
+def calibrate(
+    from_run: Annotated[Optional[Path], typer.Option(
+        "--from-run", help="analyse the repeats in this result directory, run nothing")] = None,
+    repeats: Annotated[Optional[int], typer.Option(
+        help="A/A runs to make (default 6); with --from-run, the budget to evaluate")] = None,
+    requests: Annotated[Optional[int], typer.Option(
+        help="requests per run (default: the quick plan's); with --from-run, the budget")] = None,
+    users: Annotated[Optional[int], typer.Option(help="concurrent simulated users")] = None,
+    target_percent: Annotated[float, typer.Option(
+        help="change in % the suggested budget must detect")] = 10.0,
+    run_id: Annotated[Optional[str], typer.Option(help="name of the A/A result directory")] = None,
+    seed: SeedOption = None,
+) -> None:
+    """A/A noise floor: run-to-run spread, smallest detectable change, repeats for a target."""
+    from proxylab import calibrate as calibrate_module
+
+    options = _verdict_options(None, seed)
+    if target_percent <= 0:
+        raise LabError("--target-percent must be above 0")
+    if from_run is None:
+        from proxylab.matrix import run_matrix
+        from proxylab.plan import QUICK_PLAN, MatrixPlan
+        from proxylab.results import new_run_id
+
+        aa_repeats = 6 if repeats is None else repeats
+        if aa_repeats < 2:
+            raise LabError("--repeats: an A/A calibration needs at least 2 runs")
+        overrides = {"callbacks": [False], "user_modes": ["none"], "key_modes": ["shared"],
+                     "llm_latencies_ms": [0], "repeats": aa_repeats}
+        overrides.update({name: value for name, value in (("requests", requests), ("users", users))
+                          if value is not None})
+        try:
+            plan = MatrixPlan(**{**QUICK_PLAN.model_dump(), **overrides})
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "calibrate"
+            raise LabError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
+        from_run = run_matrix(_settings(), plan, run_id=run_id or f"calibrate-{new_run_id()}")
+        repeats = requests = None  # evaluate the budget just run
+    calibration = calibrate_module.calibrate_run_dir(
+        from_run, repeats=repeats, requests=requests, target_effect_percent=target_percent,
+        options=options)
+    print(calibrate_module.render_text(calibration))
 
 
 @app.command("import")
@@ -191,30 +303,56 @@ def import_logs(
     print(f"imported {len(logs)} log(s) into {run_dir}; report: {run_dir / 'report.md'}")
 
 
+@app.command("runtime")
+def runtime_command(runtime: Annotated[str, typer.Option(
+        "--runtime", help="auto (compose if Docker works, else native), native or compose")] = "auto",
+) -> None:
+    """Print the runtime a matrix would use on stdout, and why on stderr."""
+    from proxylab.runtimes import pick_runtime
+
+    chosen, reason = pick_runtime(runtime)
+    console.print(f"runtime {chosen}: {reason}", markup=False, highlight=False)
+    print(chosen)
+
+
+compose_app = typer.Typer(no_args_is_help=True, help="Files of the Docker Compose stack.")
+app.add_typer(compose_app, name="compose")
+
+
+@compose_app.command("render")
+def compose_render() -> None:
+    """Fill the shared config files for Compose into .compose/ (before `docker compose up`)."""
+    from proxylab.compose import render
+    from proxylab.settings import REPO_ROOT
+
+    for path in render(_settings()):
+        print(path.relative_to(REPO_ROOT))
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     # One line per readiness probe would drown the lab's own messages.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
-        app(standalone_mode=False)
+        # Without standalone mode, Typer returns an exit code (130 for Ctrl-C) instead of exiting.
+        exit_code = app(standalone_mode=False)
     except LabError as error:
         console.print(f"proxylab: error: {error}", markup=False, highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
-        console.print("proxylab: interrupted; every process stopped, finished cells kept", markup=False)
-        sys.exit(130)
+        exit_code = 130
     except typer.Exit as done:
-        sys.exit(done.exit_code)
+        exit_code = done.exit_code
     except typer.Abort:
-        sys.exit(130)
-    except Exception as error:  # click's usage errors
-        import click
-
-        if isinstance(error, click.ClickException):
-            error.show()
-            sys.exit(2)
-        raise
+        exit_code = 130
+    except typer.TyperException as error:  # usage errors such as an unknown option
+        message = error.format_message() if hasattr(error, "format_message") else str(error)
+        console.print(f"proxylab: error: {message} (see --help)", markup=False, highlight=False)
+        sys.exit(2)
+    if exit_code == 130:
+        console.print("proxylab: interrupted; every process stopped, finished cells kept", markup=False)
+    sys.exit(exit_code if isinstance(exit_code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ class LoadSpec:
     max_run_time_s: int
     keys_file: Path | None = None
     users_file: Path | None = None
+    stream: bool = False  # streamed answers: the raw table gets each request's ttft_ms
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,8 @@ def locust_command(settings: LabSettings, spec: LoadSpec, raw_path: Path, log_pa
         command += ["--keys-file", str(spec.keys_file)]
     if spec.users_file:
         command += ["--users-file", str(spec.users_file)]
+    if spec.stream:
+        command.append("--stream")
     return command
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import signal
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from itertools import groupby
@@ -20,11 +21,13 @@ from pathlib import Path
 import httpx
 import redis
 
-from proxylab import load, metadata, report, results, toxics
+from proxylab import attribution, load, metadata, report, results, toxics
 from proxylab.errors import LabError
 from proxylab.plan import DB_KEY_MODES, DB_USER_MODES, CellConfig, MatrixPlan
+from proxylab.rawlog import read_raw
+from proxylab.runtimes import make_stack
 from proxylab.settings import LabSettings
-from proxylab.stack import PROMETHEUS_CALLBACK, NativeStack, ProxyConfig, postgres_bin_dir
+from proxylab.stack import PROMETHEUS_CALLBACK, NativeStack, ProxyConfig
 
 logger = logging.getLogger(__name__)
 
@@ -45,13 +48,13 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 
 def run_matrix(settings: LabSettings, plan: MatrixPlan, *, run_id: str | None = None,
-               on_cell: Callable[[dict], None] | None = None) -> Path:
-    """Run every cell of `plan` on a fresh native stack; return the result directory."""
+               on_cell: Callable[[dict], None] | None = None, runtime: str = "native") -> Path:
+    """Run every cell of `plan` on a fresh stack of `runtime`; return the result directory."""
     run_id = run_id or results.new_run_id()
     run_dir = settings.results_dir / run_id
     if run_dir.exists():
         raise LabError(f"result directory {run_dir} already exists; choose another --run-id")
-    stack = NativeStack(settings, log_dir=run_dir / "logs", tie_to_parent=True)
+    stack = make_stack(settings, runtime, log_dir=run_dir / "logs", tie_to_parent=True)
     stack._refuse_if_running()
     stack.prepare()
     _refuse_modes_without_database(plan, stack)
@@ -59,13 +62,11 @@ def run_matrix(settings: LabSettings, plan: MatrixPlan, *, run_id: str | None = 
     configs = plan.configurations()
     order = [(config, repeat) for config in configs for repeat in range(1, plan.repeats + 1)]
     summary = results.new_summary(
-        run_id=run_id, plan=plan.model_dump(), runtime="native",
+        run_id=run_id, plan=plan.model_dump(), runtime=runtime,
         database=asdict(stack.database),
         order=[cell_id(config, repeat) for config, repeat in order],
         metadata={
-            "versions": metadata.component_versions(
-                proxy_python=stack.proxy_venv / "bin" / "python", postgres_bin=postgres_bin_dir(),
-                toxiproxy_version=settings.toxiproxy_version),
+            "versions": stack.component_versions(),
             "machine": metadata.machine(), "git": metadata.git_commit(),
         },
     )
@@ -77,12 +78,21 @@ def run_matrix(settings: LabSettings, plan: MatrixPlan, *, run_id: str | None = 
             for _group, group_cells in groupby(order, key=lambda item: item[0].proxy_group()):
                 group_cells = list(group_cells)
                 first_config = group_cells[0][0]
-                toxics.apply(settings, hop_toxics(first_config))
+                group_toxics = hop_toxics(first_config)
+                toxics.apply(settings, group_toxics)
+                summary.setdefault("calibration", []).append(toxics.calibrate(settings, group_toxics))
                 stack.restart_proxy(proxy_config(first_config))
-                warmup = warm_up(settings, plan.warmup_requests)
+                try:
+                    warmup = warm_up(settings, plan.warmup_requests, plan.users)
+                except LabError:
+                    if not toxics.breaks_requests(group_toxics):
+                        raise
+                    # A hop made to fail fails the warm-up too; the cells show how requests fare.
+                    warmup = {"requests": plan.warmup_requests, "failed": plan.warmup_requests}
                 for config, repeat in group_cells:
                     cell = _run_cell(settings, stack, plan, run_dir, config, repeat, warmup)
                     summary["cells"].append(cell)
+                    stack.mark_cell(run_id, cell)
                     results.save(run_dir, summary)
                     report.write_markdown(run_dir, summary)
                     if on_cell:
@@ -117,27 +127,38 @@ def proxy_config(config: CellConfig) -> ProxyConfig:
     return ProxyConfig(callbacks=(PROMETHEUS_CALLBACK,) if config.callbacks else ())
 
 
-def hop_toxics(config: CellConfig) -> list[toxics.LatencyToxic]:
-    return [toxics.LatencyToxic("llm", config.llm_latency_ms)] if config.llm_latency_ms else []
+def hop_toxics(config: CellConfig) -> list[toxics.Toxic]:
+    chosen = list(toxics.parse_scenario(config.toxics))
+    if config.llm_latency_ms:
+        chosen.append(toxics.Toxic("llm", "latency", config.llm_latency_ms))
+    return chosen
 
 
 def cell_id(config: CellConfig, repeat: int) -> str:
     return f"{config.config_id}.r{repeat}"
 
 
-def warm_up(settings: LabSettings, count: int) -> dict[str, int]:
-    """Requests right after a proxy start, excluded from every figure; counted in the report."""
-    failures = 0
+def warm_up(settings: LabSettings, count: int, concurrency: int) -> dict[str, int]:
+    """Requests right after a proxy start, excluded from every figure; counted in the report.
+
+    They are sent `concurrency` at a time, like the cells that follow: the proxy's first
+    concurrent requests after a start were seen to stall for ~2 s, and sequential warm-up
+    requests do not take that hit for the cell.
+    """
     body = {"model": settings.model_name, "messages": [{"role": "user", "content": "warm-up"}],
             "max_tokens": 4}
     headers = {"Authorization": f"Bearer {settings.master_key}"}
-    with httpx.Client(base_url=settings.url(settings.proxy_port), timeout=60, headers=headers) as client:
-        for _ in range(count):
+    with httpx.Client(base_url=settings.url(settings.proxy_port), timeout=60, headers=headers,
+                      limits=httpx.Limits(max_connections=concurrency)) as client:
+
+        def _send(_index: int) -> bool:
             try:
-                if client.post("/v1/chat/completions", json=body).status_code != 200:
-                    failures += 1
+                return client.post("/v1/chat/completions", json=body).status_code == 200
             except httpx.HTTPError:
-                failures += 1
+                return False
+
+        with ThreadPoolExecutor(max_workers=max(1, min(concurrency, count))) as pool:
+            failures = sum(not ok for ok in pool.map(_send, range(count)))
     if count and failures == count:
         raise LabError("every warm-up request to the proxy failed; see the run's logs/litellm-proxy.log")
     return {"requests": count, "failed": failures}
@@ -155,9 +176,14 @@ def _run_cell(settings: LabSettings, stack: NativeStack, plan: MatrixPlan, run_d
     _reset_between_cells(settings)
     spec = load.LoadSpec(config_id=config.config_id, total_requests=plan.requests, users=plan.users,
                          spawn_rate=plan.spawn_rate or plan.users, user_mode=config.user_mode,
-                         key_mode=config.key_mode, max_run_time_s=plan.max_cell_time_s)
+                         key_mode=config.key_mode, max_run_time_s=plan.max_cell_time_s,
+                         stream=plan.stream)
     logger.info("cell %s: %d requests from %d users", identifier, plan.requests, plan.users)
     started_at = results.now_iso()
+    database = stack.database
+    probe = attribution.begin(settings, database=bool(database and database.available),
+                              database_reason=database.reason if database else "no DB",
+                              cell_dir=cell_dir, proxy_pid=stack.proxy_pid(), profile=plan.profile)
     outcome = load.run_load(settings, spec, cell_dir, stack.proxy_pid())
     cell = results.cell_record(
         run_dir=run_dir, cell_id=identifier, config_id=config.config_id, config=asdict(config),
@@ -165,5 +191,7 @@ def _run_cell(settings: LabSettings, stack: NativeStack, plan: MatrixPlan, run_d
         started_at=started_at, load=outcome, warmup=warmup,
         generator_cpu_warn_percent=GENERATOR_CPU_WARN_PERCENT,
     )
+    cell["attribution"] = attribution.finish(settings, probe, read_raw(outcome.raw_path),
+                                             run_dir=run_dir)
     results.write_json_atomic(cell_dir / "cell.json", cell)
     return cell

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, Field, field_validator
 
+from proxylab.toxics import NO_TOXIC, parse_scenario, scenario_spec
+
 USER_MODES = ("none", "sequential", "random", "created")
 KEY_MODES = ("shared", "per_user")
 DB_USER_MODES = {"created"}
@@ -23,11 +25,17 @@ class MatrixPlan(BaseModel):
     key_modes: list[str] = ["shared"]
     llm_latencies_ms: list[int] = [0]
     repeats: int = Field(1, ge=1)
-    requests: int = Field(1000, ge=1)
+    requests: int = Field(500, ge=1)
     users: int = Field(20, ge=1)
     spawn_rate: float = Field(0.0, ge=0)  # 0: all users at once, like the original script
     warmup_requests: int = Field(40, ge=0)
     max_cell_time_s: int = Field(600, ge=10)
+    # Fault scenarios on the proxy's hops, one configuration each (toxics.parse_scenario).
+    toxics: list[str] = [NO_TOXIC]
+    # Streamed requests; the raw table then has each request's time to first token.
+    stream: bool = False
+    # A py-spy sampling profile of the proxy per cell, saved in the cell's folder.
+    profile: bool = False
 
     @field_validator("user_modes", "key_modes", "callbacks", "llm_latencies_ms")
     @classmethod
@@ -61,13 +69,29 @@ class MatrixPlan(BaseModel):
             raise ValueError("latencies must be zero or positive")
         return values
 
+    @field_validator("toxics")
+    @classmethod
+    def _known_toxics(cls, scenarios: list[str]) -> list[str]:
+        canonical = [scenario_spec(parse_scenario(text)) for text in scenarios]
+        if not canonical:
+            raise ValueError("needs at least one scenario (`none` for no toxic)")
+        if len(set(canonical)) != len(canonical):
+            raise ValueError(f"repeats a scenario: {canonical}")
+        return canonical
+
     def model_post_init(self, _context) -> None:
         if self.users > self.requests:
             raise ValueError(f"{self.users} users need at least as many requests, got {self.requests}")
+        llm_latency_toxics = [text for text in self.toxics if any(
+            toxic.hop == "llm" and toxic.kind == "latency" for toxic in parse_scenario(text))]
+        if llm_latency_toxics and any(self.llm_latencies_ms):
+            raise ValueError(f"--llm-latency-ms and the toxic {llm_latency_toxics[0]!r} both delay "
+                             f"the llm hop; use one of them")
 
     def configurations(self) -> list["CellConfig"]:
         """Every configuration, grouped so the proxy restarts as rarely as possible."""
-        return [CellConfig(callbacks, user_mode, key_mode, latency_ms)
+        return [CellConfig(callbacks, user_mode, key_mode, latency_ms, toxics)
+                for toxics in self.toxics
                 for latency_ms in self.llm_latencies_ms
                 for callbacks in self.callbacks
                 for user_mode in self.user_modes
@@ -84,6 +108,7 @@ class CellConfig:
     user_mode: str
     key_mode: str
     llm_latency_ms: int = 0
+    toxics: str = NO_TOXIC  # canonical scenario text, see toxics.parse_scenario
 
     @property
     def config_id(self) -> str:
@@ -91,8 +116,10 @@ class CellConfig:
                  f"key-{self.key_mode}"]
         if self.llm_latency_ms:
             parts.append(f"llm-{self.llm_latency_ms}ms")
+        if self.toxics != NO_TOXIC:
+            parts.append("faults-" + "_".join(toxic.slug() for toxic in parse_scenario(self.toxics)))
         return ".".join(parts)
 
     def proxy_group(self) -> tuple:
         """Cells with the same group share one proxy process: what the proxy runs with."""
-        return (self.callbacks, self.llm_latency_ms)
+        return (self.callbacks, self.llm_latency_ms, self.toxics)

@@ -25,7 +25,12 @@ RAW_COLUMNS: tuple[str, ...] = (
     "ok",  # 1 for a successful request, 0 for a failure
     "error",  # error text for a failure, empty otherwise
     "overhead_ms",  # x-litellm-overhead-duration-ms response header, empty when absent
+    # Added later; a table without them still reads, with the columns empty (OPTIONAL_COLUMNS).
+    "ttft_ms",  # streamed requests: time to the first content token, measured by the client
+    "proxy_response_ms",  # x-litellm-response-duration-ms response header, empty when absent
 )
+# Columns older tables lack: read as empty (NaN) rather than refused.
+OPTIONAL_COLUMNS: tuple[str, ...] = ("ttft_ms", "proxy_response_ms")
 
 RAW_DTYPES = {
     "config_id": str,
@@ -38,11 +43,14 @@ RAW_DTYPES = {
     "ok": np.int64,
     "error": str,
     "overhead_ms": np.float64,
+    "ttft_ms": np.float64,
+    "proxy_response_ms": np.float64,
 }
 
 
 # Imported logs may lack send times; the proxy may not send its overhead header.
-_EMPTY_MEANS_UNKNOWN = {column: [""] for column in ("sent_unix_s", "finished_unix_s", "overhead_ms")}
+_EMPTY_MEANS_UNKNOWN = {column: [""] for column in
+                        ("sent_unix_s", "finished_unix_s", "overhead_ms", *OPTIONAL_COLUMNS)}
 
 
 def write_header(path: Path) -> None:
@@ -52,8 +60,11 @@ def write_header(path: Path) -> None:
 
 
 def read_raw(path: Path) -> pd.DataFrame:
-    """Read a raw table with the proper types; a missing overhead header reads as NaN."""
+    """Read a raw table with the proper types; unknown values and absent optional columns are NaN."""
     frame = pd.read_csv(path, dtype=RAW_DTYPES, keep_default_na=False, na_values=_EMPTY_MEANS_UNKNOWN)
+    for column in OPTIONAL_COLUMNS:
+        if column not in frame.columns:
+            frame[column] = np.nan
     missing = [column for column in RAW_COLUMNS if column not in frame.columns]
     if missing:
         raise ValueError(f"{path}: not a proxylab raw table, missing columns {missing}")

@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from proxylab import attribution_report
 from proxylab.results import write_text_atomic
+
+if TYPE_CHECKING:
+    from proxylab.verdicts import VerdictOptions
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +75,8 @@ def _provenance_lines(summary: dict) -> list[str]:
     ]
 
 
-def render_markdown(summary: dict) -> str:
+def render_markdown(summary: dict, verdict_lines: list[str] | None = None) -> str:
+    """The whole report; ``verdict_lines`` (verdicts.markdown_section) go before the tables."""
     cells = summary.get("cells", [])
     database = summary.get("database") or {}
     lines = [
@@ -84,6 +90,7 @@ def render_markdown(summary: dict) -> str:
         "own bucketed percentiles are not used. Shares above a threshold count successful "
         "requests strictly slower than it.",
         "",
+        *(verdict_lines or []),
     ]
     for split, title in SPLITS:
         lines += [f"## {title}", "", *_table(cells, split), ""]
@@ -98,12 +105,37 @@ def render_markdown(summary: dict) -> str:
                      f"{'–' if cpu is None else f'{cpu:.1f}'} | "
                      f"{'–' if rss is None else f'{rss / 2**20:.0f}'} | {cell['wall_s']:.1f} |")
     warnings = [(cell["cell_id"], text) for cell in cells for text in cell.get("warnings", [])]
+    lines += attribution_report.markdown_sections(summary)
     lines += ["", "## Warnings", ""]
     lines += [f"- `{identifier}`: {text}" for identifier, text in warnings] or ["None."]
     return "\n".join(lines) + "\n"
 
 
-def write_markdown(run_dir: Path, summary: dict) -> Path:
+def write_markdown(run_dir: Path, summary: dict, verdict_options: VerdictOptions | None = None,
+                   verdicts_while_running: bool = False) -> Path:
     path = run_dir / "report.md"
-    write_text_atomic(path, render_markdown(summary))
+    write_text_atomic(path, render_markdown(summary, verdict_section(
+        run_dir, summary, verdict_options, verdicts_while_running)))
     return path
+
+
+def verdict_section(run_dir: Path, summary: dict, options: VerdictOptions | None = None,
+                    while_running: bool = False) -> list[str]:
+    """The verdicts section, or a line saying why it is missing.
+
+    Verdicts wait for the matrix to end unless ``while_running``: judging half a matrix
+    after every cell would cost time between cells and show verdicts that change as cells
+    arrive. (`proxylab report` passes it, for a matrix killed before it could say it ended.)
+    """
+    from proxylab import verdicts  # scipy is slow to import; only reports need it
+
+    if summary.get("status") == "running" and not while_running:
+        return ["## Verdicts", "", "Computed when the matrix ends, or by `proxylab report`.", ""]
+    try:
+        return verdicts.markdown_section(verdicts.assess_run_dir(run_dir, summary, options))
+    except Exception:
+        # The matrix writes this report in its cleanup: a failure here must not hide the
+        # run's own outcome or lose its figures; `proxylab report` can rebuild it.
+        logger.exception("verdicts of %s could not be computed", run_dir)
+        reason = "Could not be computed (see the log); `proxylab report` rebuilds them."
+        return ["## Verdicts", "", reason, ""]

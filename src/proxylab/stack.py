@@ -9,11 +9,13 @@ ports differ, filled in here by `render_template`.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
 import shutil
 import signal
+import stat
 import string
 import subprocess
 import sys
@@ -26,7 +28,7 @@ import psycopg
 import redis
 import yaml
 
-from proxylab import install
+from proxylab import install, metadata
 from proxylab.errors import LabError
 from proxylab.procs import ProcessTable, RunningProcess, ServiceSpec
 from proxylab.settings import REPO_ROOT, LabSettings
@@ -44,6 +46,9 @@ MOCK_LLM_APP = REPO_ROOT / "services" / "mock_llm" / "app.py"
 SERVICE_ORDER = ("postgres", "redis", "mock-llm", "toxiproxy", "prometheus", "litellm-proxy")
 PROXY = "litellm-proxy"
 PROMETHEUS_CALLBACK = "prometheus"
+# Server options of Postgres in both runtimes (docker-compose.yml passes the same `-c` pairs).
+POSTGRES_SERVER_OPTIONS = {"shared_preload_libraries": "pg_stat_statements",
+                           "pg_stat_statements.track": "all"}
 
 
 @dataclass(frozen=True)
@@ -136,7 +141,8 @@ class NativeStack:
     def up(self, proxy: ProxyConfig | None = ProxyConfig()) -> None:
         """Install what is missing, then start every service; on any failure stop them all."""
         self._refuse_if_running()
-        self.prepare(proxy.version if proxy else None)
+        if self.proxy_venv is None:
+            self.prepare(proxy.version if proxy else None)
         try:
             self._start_postgres()
             self._start(self._redis_spec())
@@ -202,6 +208,15 @@ class NativeStack:
         record = self.table.get(PROXY)
         return record.pid if record else None
 
+    def component_versions(self) -> dict[str, str | None]:
+        """Versions of what this stack runs, for a result's metadata (after `prepare`)."""
+        return metadata.component_versions(
+            proxy_python=self.proxy_venv / "bin" / "python" if self.proxy_venv else None,
+            postgres_bin=postgres_bin_dir(), toxiproxy_version=self.settings.toxiproxy_version)
+
+    def mark_cell(self, run_id: str, cell: dict) -> None:
+        """Nothing to do natively: no Grafana here, and summary.json has each cell's times."""
+
     @property
     def database_url(self) -> str | None:
         if not (self.database and self.database.available):
@@ -216,15 +231,15 @@ class NativeStack:
         return httpx.get(self.settings.url(port, path), timeout=2, headers=headers).status_code == 200
 
     def _start_postgres(self) -> None:
-        data_dir = self.settings.state_dir / "postgres"
         run_as = _postgres_os_user()
+        data_dir = postgres_data_dir(self.settings, run_as)
         if not (data_dir / "PG_VERSION").exists():
             _initdb(self.settings, data_dir, run_as)
         s = self.settings
+        options = [f"{name}={value}" for name, value in POSTGRES_SERVER_OPTIONS.items()]
         argv = [str(postgres_bin_dir() / "postgres"), "-D", str(data_dir), "-p", str(s.postgres_port),
                 "-c", f"listen_addresses={s.host}", "-c", "unix_socket_directories=",
-                "-c", "shared_preload_libraries=pg_stat_statements",
-                "-c", "pg_stat_statements.track=all"]
+                *[arg for option in options for arg in ("-c", option)]]
         spec = ServiceSpec("postgres", argv, [s.postgres_port], self._postgres_ready,
                            run_as_user=run_as, stop_signal=signal.SIGINT)  # SIGINT: fast shutdown
         self._start(spec)
@@ -303,6 +318,28 @@ def postgres_bin_dir() -> Path:
     return candidates[-1].parent
 
 
+def postgres_data_dir(settings: LabSettings, run_as: str | None) -> Path:
+    """The cluster's folder: in the lab's state dir, unless the server's account cannot reach it.
+
+    Running as root, the server runs as `postgres`, which cannot enter a private home such as
+    /root; the cluster then lives in /var/tmp under a name derived from the lab's home.
+    """
+    preferred = settings.state_dir / "postgres"
+    if run_as is None or _reachable_by_others(settings.state_dir):
+        return preferred
+    tag = hashlib.sha256(str(settings.home.resolve()).encode()).hexdigest()[:12]
+    return Path("/var/tmp") / f"proxylab-postgres-{tag}"
+
+
+def _reachable_by_others(folder: Path) -> bool:
+    """Whether every folder from / down to `folder` lets other accounts pass through."""
+    folder = folder.resolve()
+    for part in [folder, *folder.parents]:
+        if part.exists() and not part.stat().st_mode & stat.S_IXOTH:
+            return False
+    return True
+
+
 def _postgres_os_user() -> str | None:
     # Postgres refuses to run as root; Debian's package creates the `postgres` account.
     return "postgres" if os.geteuid() == 0 else None
@@ -313,7 +350,8 @@ def _initdb(settings: LabSettings, data_dir: Path, run_as: str | None) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     if run_as:
         shutil.chown(data_dir, run_as, run_as)
-    with tempfile.NamedTemporaryFile("w", dir=settings.state_dir, delete=False) as pwfile:
+    data_dir.chmod(0o700)
+    with tempfile.NamedTemporaryFile("w", dir=data_dir.parent, delete=False) as pwfile:
         pwfile.write(settings.postgres_password)
     try:
         if run_as:

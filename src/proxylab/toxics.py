@@ -1,19 +1,52 @@
-"""Faults on the hops between the proxy and its upstreams, through toxiproxy's API.
+"""Faults on the hops between the proxy and its upstreams, through toxiproxy's HTTP API.
 
-toxiproxy applies a latency toxic to one direction of a connection and to every chunk of
-data that passes, and picks connections (not requests) by `toxicity`. A non-streamed chat
-response is one chunk, so a downstream latency toxic of L ms adds about L ms per request;
-streamed responses drift towards several times L. The proxy pools its upstream
-connections, so toxics are set before the proxy starts (FIELD-NOTES).
+A scenario is written as one compact string (see `parse_scenario` and docs/faults.md):
+
+    none                                    no toxic
+    redis:latency=5                         +5 ms on every chunk the Redis hop returns
+    redis:latency=5:jitter=2:dir=both       5 ± 2 ms on requests and on responses
+    llm:bandwidth=64                        responses at 64 KB/s per connection
+    postgres:timeout=1000                   data dropped, connection closed after 1 s
+    llm:reset_peer=200:toxicity=0.5         half the connections reset 200 ms after data
+    redis:down                              the hop's listener closed: connections refused
+    redis:latency=5+llm:latency=100         several toxics at once, joined with `+`
+
+What toxiproxy actually does, read in its v2.12.0 source (toxics/*.go, toxic.go):
+
+- A toxic acts on one direction of a connection: `dir=downstream` (upstream -> proxy, the
+  responses; the default) or `dir=upstream` (proxy -> upstream, the requests). `dir=both`
+  adds one toxic per direction, so a request/response round trip pays the latency twice.
+- latency is applied to every chunk of data (one TCP read, up to 32 KiB) separately: each
+  chunk leaves `latency` ± `jitter` ms after it arrived, and never before the chunk ahead of
+  it. A small request/response pays it once per direction; a streamed response pays it per
+  chunk, but chunks that arrive together overlap, so a stream of k chunks spread over T ms
+  ends about `latency` after T, and with jitter drifts towards `latency + jitter`.
+  Jitter is uniform in [latency - jitter, latency + jitter).
+- bandwidth limits each connection and direction to `rate` KB/s on its own.
+- timeout drops all data of the chosen direction and closes the connection `timeout` ms
+  after the toxic started on it; 0 keeps it open and silent forever, so a request through it
+  waits for the proxy's own timeout (600 s in proxy/config.yaml).
+- reset_peer drops the first chunk of data and resets the connection (TCP RST) `timeout`
+  ms later.
+- toxicity draws once per connection and direction, not per request: the proxy pools its
+  upstream connections, so toxicity=0.5 may toxify all, half or none of the requests of a
+  cell. For per-request tails use the mock's latency distribution and spikes instead.
+- down disables the hop: the listener closes and open connections are cut.
+
+Connections opened before a toxic was added may stay untoxified (FIELD-NOTES), so the matrix
+sets the toxics before each proxy start. `calibrate` measures what a toxic really adds per
+round trip on each hop, for the run's calibration table.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-
-import httpx
-from toxiproxy import Toxiproxy
+import math
+import re
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 
 from proxylab.errors import LabError
 from proxylab.settings import LabSettings
@@ -22,55 +55,324 @@ logger = logging.getLogger(__name__)
 
 # Hop name as the lab's settings and reports call it -> toxiproxy proxy name.
 HOPS = {"llm": "proxy_to_llm", "postgres": "proxy_to_postgres", "redis": "proxy_to_redis"}
+# Kind -> (toxiproxy type, attribute the value goes into, unit of the value).
+KINDS = {
+    "latency": ("latency", "latency", "ms"),
+    "bandwidth": ("bandwidth", "rate", "KB/s"),
+    "timeout": ("timeout", "timeout", "ms"),
+    "reset_peer": ("reset_peer", "timeout", "ms"),
+    "down": (None, None, ""),
+}
+# Direction as written in a scenario -> toxiproxy streams.
+DIRECTIONS = {"downstream": ("downstream",), "upstream": ("upstream",),
+              "both": ("upstream", "downstream")}
+# Kinds that make requests through the hop fail rather than slow down.
+BREAKING_KINDS = frozenset({"timeout", "reset_peer", "down"})
+NO_TOXIC = "none"
+
+CALIBRATION_SAMPLES = 10
+CALIBRATION_TIMEOUT_S = 2.0
+API_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
-class LatencyToxic:
-    """Added latency on one hop: `latency_ms` plus up to `jitter_ms`, in one direction."""
+class Toxic:
+    """One fault on one hop; `value` is in the unit of its kind (KINDS), jitter in ms."""
 
     hop: str
-    latency_ms: int
+    kind: str
+    value: int = 0
     jitter_ms: int = 0
-    stream: str = "downstream"
+    direction: str = "downstream"
+    toxicity: float = 1.0
+
+    def spec(self) -> str:
+        """The canonical scenario text of this toxic, defaults left out."""
+        text = f"{self.hop}:{self.kind}"
+        if self.kind != "down" and (self.value or self.kind in ("latency", "bandwidth", "timeout")):
+            text += f"={self.value}"
+        if self.jitter_ms:
+            text += f":jitter={self.jitter_ms}"
+        if self.direction != "downstream":
+            text += f":dir={self.direction}"
+        if self.toxicity != 1.0:
+            text += f":toxicity={self.toxicity:g}"
+        return text
+
+    def slug(self) -> str:
+        """The spec as a file-name-safe part of a configuration id."""
+        return re.sub(r"[^A-Za-z0-9.]+", "-", self.spec().replace("=", "")).strip("-")
+
+    def streams(self) -> tuple[str, ...]:
+        return DIRECTIONS[self.direction]
+
+    def api_bodies(self) -> list[dict]:
+        """The toxiproxy toxics (JSON bodies) this toxic becomes; none for `down`."""
+        toxic_type, attribute, _unit = KINDS[self.kind]
+        if toxic_type is None:
+            return []
+        attributes = {attribute: self.value}
+        if self.kind == "latency":
+            attributes["jitter"] = self.jitter_ms
+        return [{"name": f"{self.hop}_{self.kind}_{stream}", "type": toxic_type, "stream": stream,
+                 "toxicity": self.toxicity, "attributes": attributes} for stream in self.streams()]
+
+    def expected_added_ms(self) -> float | None:
+        """Latency one small request/response round trip should gain; None when not known.
+
+        Unknown for other kinds, and for a toxicity below 1, which picks whole connections.
+        """
+        if self.kind != "latency" or self.toxicity != 1.0:
+            return None
+        return float(self.value * len(self.streams()))
+
+    def describe(self) -> str:
+        """One human line, e.g. `redis hop: latency 5 ms ± 2 ms on requests and responses`."""
+        if self.kind == "down":
+            return f"{self.hop} hop: down (connections refused)"
+        _type, _attribute, unit = KINDS[self.kind]
+        where = {"downstream": "responses", "upstream": "requests", "both": "requests and responses"}
+        text = f"{self.hop} hop: {self.kind.replace('_', ' ')} {self.value} {unit}"
+        if self.jitter_ms:
+            text += f" ± {self.jitter_ms} ms"
+        text += f" on {where[self.direction]}"
+        if self.toxicity != 1.0:
+            text += f", {self.toxicity:.0%} of connections"
+        return text
 
     def as_dict(self) -> dict[str, object]:
-        return {"hop": self.hop, "type": "latency", "latency_ms": self.latency_ms,
-                "jitter_ms": self.jitter_ms, "stream": self.stream}
+        return {**asdict(self), "spec": self.spec()}
 
 
-def _server(settings: LabSettings) -> Toxiproxy:
-    server = Toxiproxy()
-    # toxiproxy-python keeps its API address in a class attribute.
-    server.update_api_consumer(settings.host, settings.toxiproxy_api_port)
-    return server
+def parse_toxic(text: str) -> Toxic:
+    """Parse `HOP:KIND[=VALUE][:OPTION=VALUE]...`; raise ValueError with a one-line reason."""
+    parts = text.strip().split(":")
+    if len(parts) < 2 or not parts[0] or not parts[1]:
+        raise ValueError(f"toxic {text!r}: write HOP:KIND[=VALUE][:OPTION=VALUE], "
+                         f"e.g. redis:latency=5:jitter=2:dir=both")
+    hop, kind_part, options = parts[0], parts[1], parts[2:]
+    if hop not in HOPS:
+        raise ValueError(f"toxic {text!r}: unknown hop {hop!r}; choose from {', '.join(HOPS)}")
+    kind, _, raw_value = kind_part.partition("=")
+    if kind not in KINDS:
+        raise ValueError(f"toxic {text!r}: unknown kind {kind!r}; choose from {', '.join(KINDS)}")
+    fields: dict[str, object] = {"hop": hop, "kind": kind}
+    if kind == "down":
+        if raw_value or options:
+            raise ValueError(f"toxic {text!r}: down takes no value and no options")
+        return Toxic(hop, kind)
+    if not raw_value and kind != "reset_peer":
+        unit = KINDS[kind][2]
+        raise ValueError(f"toxic {text!r}: {kind} needs a value in {unit}, e.g. {hop}:{kind}=5")
+    fields["value"] = _whole_number(text, kind, raw_value or "0")
+    if kind == "bandwidth" and fields["value"] == 0:
+        raise ValueError(f"toxic {text!r}: bandwidth must be at least 1 KB/s")
+    for option in options:
+        name, _, raw = option.partition("=")
+        if name == "jitter" and kind == "latency":
+            fields["jitter_ms"] = _whole_number(text, name, raw)
+        elif name == "dir":
+            if raw not in DIRECTIONS:
+                raise ValueError(f"toxic {text!r}: dir takes {', '.join(DIRECTIONS)}, got {raw!r}")
+            fields["direction"] = raw
+        elif name == "toxicity":
+            fields["toxicity"] = _share(text, raw)
+        else:
+            allowed = ("jitter, " if kind == "latency" else "") + "dir, toxicity"
+            raise ValueError(f"toxic {text!r}: unknown option {name!r} for {kind}; "
+                             f"choose from {allowed}")
+    return Toxic(**fields)  # type: ignore[arg-type]
 
 
-def apply(settings: LabSettings, toxics: list[LatencyToxic]) -> None:
-    """Remove every toxic, add these, and read them back from the server before any load."""
-    server = _server(settings)
+def parse_scenario(text: str) -> tuple[Toxic, ...]:
+    """Parse `none` or toxics joined by `+`; two toxics of one kind on one hop are an error."""
+    text = text.strip()
+    if text in (NO_TOXIC, ""):
+        return ()
+    toxics = tuple(parse_toxic(part) for part in text.split("+"))
+    seen: set[tuple[str, str, str]] = set()
+    for toxic in toxics:
+        streams = {(toxic.hop, toxic.kind, stream) for stream in toxic.streams()}
+        if streams & seen:
+            raise ValueError(f"toxics {text!r}: {toxic.kind} on the {toxic.hop} hop twice "
+                             f"in one direction; combine them into one")
+        seen |= streams
+    downs = {toxic.hop for toxic in toxics if toxic.kind == "down"}
+    if any(toxic.hop in downs and toxic.kind != "down" for toxic in toxics):
+        raise ValueError(f"toxics {text!r}: a hop that is down takes no other toxic")
+    return toxics
+
+
+def scenario_spec(toxics: tuple[Toxic, ...] | list[Toxic]) -> str:
+    """The canonical text of a scenario: `none`, or the toxics' specs joined with `+`."""
+    return "+".join(toxic.spec() for toxic in toxics) or NO_TOXIC
+
+
+def breaks_requests(toxics: list[Toxic] | tuple[Toxic, ...]) -> bool:
+    """Whether requests through these toxics may fail outright (not only slow down)."""
+    return any(toxic.kind in BREAKING_KINDS for toxic in toxics)
+
+
+def _whole_number(text: str, name: str, raw: str) -> int:
+    if not re.fullmatch(r"\d+", raw):
+        raise ValueError(f"toxic {text!r}: {name} takes a whole number >= 0, got {raw!r}")
+    return int(raw)
+
+
+def _share(text: str, raw: str) -> float:
     try:
-        server.reset()
-        proxies = server.proxies()
-        for toxic in toxics:
-            if toxic.hop not in HOPS:
-                raise LabError(f"unknown hop {toxic.hop!r}; choose one of {', '.join(HOPS)}")
-            proxies[HOPS[toxic.hop]].add_toxic(
-                type="latency", stream=toxic.stream, name=f"{toxic.hop}_latency_{toxic.stream}",
-                attributes={"latency": toxic.latency_ms, "jitter": toxic.jitter_ms})
-        active = active_toxics(settings)
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"toxic {text!r}: toxicity takes a share from 0 to 1, got {raw!r}")
+    return value
+
+
+# --- toxiproxy's API ----------------------------------------------------------------------
+
+
+def apply(settings: LabSettings, toxics: list[Toxic] | tuple[Toxic, ...]) -> None:
+    """Remove every toxic and enable every hop, set these, and read them back before any load."""
+    import httpx
+
+    api = settings.url(settings.toxiproxy_api_port)
+    try:
+        with httpx.Client(base_url=api, timeout=API_TIMEOUT_S) as client:
+            client.post("/reset").raise_for_status()
+            for toxic in toxics:
+                proxy = HOPS[toxic.hop]
+                if toxic.kind == "down":
+                    client.patch(f"/proxies/{proxy}", json={"enabled": False}).raise_for_status()
+                for body in toxic.api_bodies():
+                    response = client.post(f"/proxies/{proxy}/toxics", json=body)
+                    if response.status_code >= 400:
+                        raise LabError(f"toxiproxy refused {toxic.spec()!r}: {response.text.strip()}")
+            state = client.get("/proxies").json()
     except httpx.HTTPError as error:
-        raise LabError(f"toxiproxy API unreachable on port {settings.toxiproxy_api_port}: {error}") from None
-    except OSError as error:  # requests' connection errors, raised by toxiproxy-python
-        raise LabError(f"toxiproxy API unreachable on port {settings.toxiproxy_api_port}: {error}") from None
-    expected = sorted((HOPS[t.hop], t.latency_ms) for t in toxics)
-    found = sorted((proxy, toxic["attributes"]["latency"]) for proxy, toxic in active)
+        raise LabError(f"toxiproxy API unreachable on port {settings.toxiproxy_api_port}: "
+                       f"{error}") from None
+    expected, found = _expected_state(toxics), _found_state(state)
     if expected != found:
-        raise LabError(f"toxiproxy did not take the toxics: wanted {expected}, found {found}")
-    logger.info("toxics set: %s", expected or "none")
+        raise LabError(f"toxiproxy did not take the toxics: wanted {sorted(expected)}, "
+                       f"found {sorted(found)}")
+    logger.info("toxics set: %s", scenario_spec(toxics))
+
+
+def _expected_state(toxics) -> set[tuple]:
+    state = {(HOPS[toxic.hop], "disabled") for toxic in toxics if toxic.kind == "down"}
+    for toxic in toxics:
+        for body in toxic.api_bodies():
+            state.add((HOPS[toxic.hop], body["type"], body["stream"],
+                       tuple(sorted(body["attributes"].items())), round(body["toxicity"], 4)))
+    return state
+
+
+def _found_state(proxies: dict) -> set[tuple]:
+    state = {(name, "disabled") for name, proxy in proxies.items() if not proxy["enabled"]}
+    for name, proxy in proxies.items():
+        for toxic in proxy["toxics"]:
+            state.add((name, toxic["type"], toxic["stream"],
+                       tuple(sorted(toxic["attributes"].items())), round(toxic["toxicity"], 4)))
+    return state
 
 
 def active_toxics(settings: LabSettings) -> list[tuple[str, dict]]:
     """(proxy name, toxic) for every toxic the server holds now, read with a plain GET."""
-    response = httpx.get(settings.url(settings.toxiproxy_api_port, "/proxies"), timeout=5)
+    import httpx
+
+    response = httpx.get(settings.url(settings.toxiproxy_api_port, "/proxies"), timeout=API_TIMEOUT_S)
     response.raise_for_status()
     return [(name, toxic) for name, proxy in response.json().items() for toxic in proxy["toxics"]]
+
+
+# --- calibration ---------------------------------------------------------------------------
+
+
+def calibrate(settings: LabSettings, toxics: list[Toxic] | tuple[Toxic, ...],
+              samples: int = CALIBRATION_SAMPLES) -> dict:
+    """Time a small round trip on every hop, straight to the upstream and through toxiproxy.
+
+    Redis PING, the mock's GET /health, Postgres `SELECT 1`; each on one open connection, so
+    only the round trips are timed, never the connect. `added_ms` is the difference of the
+    medians. A hop that fails (down, reset, timeout) gets its error instead of figures.
+    """
+    hops = []
+    for hop, (label, make_probe) in _CALIBRATION_PROBES.items():
+        on_hop = [toxic for toxic in toxics if toxic.hop == hop]
+        expected = [toxic.expected_added_ms() for toxic in on_hop]
+        entry = {"hop": hop, "probe": label, "toxics": scenario_spec(on_hop),
+                 "expected_added_ms": sum(expected) if expected and None not in expected else (
+                     0.0 if not on_hop else None),
+                 "direct_ms": None, "via_hop_ms": None, "added_ms": None, "samples": samples,
+                 "error": None}
+        try:
+            entry["direct_ms"] = _median_ms(make_probe(settings, direct=True), samples)
+            entry["via_hop_ms"] = _median_ms(make_probe(settings, direct=False), samples)
+            entry["added_ms"] = round(entry["via_hop_ms"] - entry["direct_ms"], 3)
+        except Exception as error:  # any client's error: the hop is broken, which is data here
+            entry["error"] = " ".join(f"{type(error).__name__}: {error}".split())[:200]
+        hops.append(entry)
+    logger.info("calibration for %s: %s", scenario_spec(toxics),
+                ", ".join(f"{h['hop']} +{h['added_ms']} ms" if h["error"] is None
+                          else f"{h['hop']} failed" for h in hops))
+    return {"toxics": scenario_spec(toxics), "hops": hops}
+
+
+def _median_ms(probe: tuple[Callable[[], object], Callable[[], None]], samples: int) -> float:
+    send, close = probe
+    try:
+        send()  # the first round trip may pay for lazy setup; not timed
+        durations_ms = []
+        for _ in range(samples):
+            started = time.perf_counter()
+            send()
+            durations_ms.append((time.perf_counter() - started) * 1000)
+    finally:
+        close()
+    return round(statistics.median(durations_ms), 3)
+
+
+def _redis_probe(settings: LabSettings, direct: bool):
+    import redis
+
+    port = settings.redis_port if direct else settings.redis_hop_port
+    client = redis.Redis(host=settings.host, port=port, socket_timeout=CALIBRATION_TIMEOUT_S,
+                         socket_connect_timeout=CALIBRATION_TIMEOUT_S)
+    client.ping()
+    return client.ping, client.close
+
+
+def _llm_probe(settings: LabSettings, direct: bool):
+    import httpx
+
+    port = settings.mock_llm_port if direct else settings.llm_hop_port
+    client = httpx.Client(base_url=settings.url(port), timeout=CALIBRATION_TIMEOUT_S)
+
+    def send() -> None:
+        client.get("/health").raise_for_status()
+
+    return send, client.close
+
+
+def _postgres_probe(settings: LabSettings, direct: bool):
+    import psycopg
+
+    s = settings
+    port = s.postgres_port if direct else s.postgres_hop_port
+    connection = psycopg.connect(host=s.host, port=port, user=s.postgres_user,
+                                 password=s.postgres_password, dbname=s.postgres_db,
+                                 connect_timeout=max(1, int(CALIBRATION_TIMEOUT_S)), autocommit=True,
+                                 options=f"-c statement_timeout={int(CALIBRATION_TIMEOUT_S * 1000)}")
+
+    def send() -> None:
+        connection.execute("SELECT 1").fetchone()
+
+    return send, connection.close
+
+
+_CALIBRATION_PROBES = {
+    "llm": ("GET /health", _llm_probe),
+    "postgres": ("SELECT 1", _postgres_probe),
+    "redis": ("PING", _redis_probe),
+}
