@@ -114,7 +114,12 @@ def _tag(image: str) -> str | None:
 def test_proxy_image_follows_the_lab_pin_and_skips_compromised_releases(
     lab_settings: LabSettings,
 ) -> None:
-    from proxylab.settings import COMPROMISED_PROXY_VERSIONS, DEFAULT_PROXY_VERSION
+    from proxylab.settings import DEFAULT_PROXY_VERSION
+
+    try:
+        from proxylab.versions import COMPROMISED_PROXY_VERSIONS
+    except ImportError:  # before the version axis, the list lived with the settings
+        from proxylab.settings import COMPROMISED_PROXY_VERSIONS
 
     raw_image = raw_compose()["services"]["litellm"]["image"]
     assert variables(raw_image) == [("PROXYLAB_PROXY_VERSION", ":-", DEFAULT_PROXY_VERSION)]

@@ -420,3 +420,213 @@ def test_every_setting_is_documented() -> None:
     for document in (MOCK_APP.parent / "README.md", MOCK_APP):
         missing = [name for name in sorted(names) if name not in document.read_text()]
         assert not missing, f"{document.name} does not document {missing}"
+
+
+# --- latency distributions, spikes, errors, tokens, per-model behaviours, TTFT ----------------
+#
+# Timing tolerances, as above: no latency below its drawn value (less 5 % for timer rounding),
+# and at most 150 ms more for scheduling on a busy two-core machine.
+SLACK_MS = 150
+
+
+def _timed_posts(base_url: str, count: int, request: dict[str, Any] = CHAT_REQUEST
+                 ) -> list[tuple[int, float]]:
+    """(status, ms) of `count` sequential chat completions on one warm connection."""
+    results = []
+    with httpx.Client(base_url=base_url, timeout=30.0) as client:
+        client.get("/health")
+        for _ in range(count):
+            started_s = time.perf_counter()
+            response = client.post("/v1/chat/completions", json=request)
+            results.append((response.status_code, (time.perf_counter() - started_s) * 1000))
+    return results
+
+
+def test_uniform_latency_spreads_between_its_bounds(start_mock: StartMock) -> None:
+    base_url = start_mock({"MOCK_LLM_LATENCY_DISTRIBUTION": "uniform:20:120", "MOCK_LLM_SEED": "7"})
+
+    latencies_ms = sorted(ms for _, ms in _timed_posts(base_url, 30))
+
+    measured = ", ".join(f"{ms:.0f}" for ms in latencies_ms)
+    assert latencies_ms[0] >= 20 * 0.95, f"below the lower bound: {measured}"
+    assert latencies_ms[len(latencies_ms) // 2] <= 120 + SLACK_MS, f"median too high: {measured}"
+    # 30 uniform draws over 100 ms: a spread under 40 ms has a probability far below 1e-6.
+    assert latencies_ms[-1] - latencies_ms[0] >= 40, f"no spread: {measured}"
+
+
+def test_lognormal_latency_has_its_median(start_mock: StartMock) -> None:
+    base_url = start_mock({"MOCK_LLM_LATENCY_DISTRIBUTION": "lognormal:60:0.5",
+                           "MOCK_LLM_SEED": "3"})
+
+    latencies_ms = sorted(ms for _, ms in _timed_posts(base_url, 41))
+
+    median_ms = latencies_ms[20]
+    # The sample median of 41 draws with sigma 0.5 lies within 0.75..1.33 x the median with
+    # a probability above 99 %; the upper side gets the machine's slack as well.
+    assert 60 * 0.75 <= median_ms <= 60 * 1.33 + 30, f"median {median_ms:.1f} ms"
+
+
+def test_replayed_latencies_come_from_the_file(start_mock: StartMock, tmp_path: Path) -> None:
+    observed = tmp_path / "observed.csv"
+    # A proxylab raw table: only rows with ok=1 are replayed.
+    observed.write_text("latency_ms,ok\n30,1\n150,1\n5000,0\n")
+    base_url = start_mock({"MOCK_LLM_LATENCY_DISTRIBUTION": f"replay:{observed}",
+                           "MOCK_LLM_SEED": "11"})
+
+    latencies_ms = [ms for _, ms in _timed_posts(base_url, 16)]
+
+    near = [min((abs(ms - 30), 30), (abs(ms - 150), 150))[1] for ms in latencies_ms]
+    measured = ", ".join(f"{ms:.0f}" for ms in latencies_ms)
+    assert all(ms < 150 + SLACK_MS for ms in latencies_ms), f"the failed row replayed: {measured}"
+    assert all(ms >= target * 0.95 for ms, target in zip(latencies_ms, near)), measured
+    # 16 draws from two values: both appear unless p = 2 * 0.5**16.
+    assert set(near) == {30, 150}, f"only {set(near)} replayed: {measured}"
+
+
+def test_spikes_multiply_a_share_of_latencies(start_mock: StartMock) -> None:
+    base_url = start_mock({"MOCK_LLM_LATENCY_MS": "10", "MOCK_LLM_SPIKE_SHARE": "0.5",
+                           "MOCK_LLM_SPIKE_FACTOR": "15", "MOCK_LLM_SEED": "5"})
+
+    latencies_ms = [ms for _, ms in _timed_posts(base_url, 30)]
+
+    spiked = sum(ms >= 150 * 0.95 for ms in latencies_ms)
+    measured = ", ".join(f"{ms:.0f}" for ms in latencies_ms)
+    # Binomial(30, 0.5): 6..24 spikes with a probability above 99.9 %.
+    assert 6 <= spiked <= 24, f"{spiked} of 30 spiked: {measured}"
+    assert all(ms >= 10 * 0.95 for ms in latencies_ms), measured
+
+
+def test_errors_are_injected_by_share_in_openai_shape(start_mock: StartMock) -> None:
+    base_url = start_mock({"MOCK_LLM_ERROR_429_SHARE": "0.3", "MOCK_LLM_ERROR_500_SHARE": "0.2",
+                           "MOCK_LLM_TIMEOUT_SHARE": "0.1", "MOCK_LLM_TIMEOUT_MS": "40",
+                           "MOCK_LLM_SEED": "13"})
+    count = 300
+
+    results = _timed_posts(base_url, count)
+
+    statuses = [status for status, _ in results]
+    for status, share in ((429, 0.3), (500, 0.2), (504, 0.1), (200, 0.4)):
+        expected = count * share
+        spread = 4 * (count * share * (1 - share)) ** 0.5  # four standard deviations
+        seen = statuses.count(status)
+        assert abs(seen - expected) <= spread, f"{seen} x {status}, expected {expected:.0f}"
+    assert all(ms >= 40 * 0.95 for status, ms in results if status == 504)
+    with httpx.Client(base_url=base_url) as client:
+        bodies = {}
+        while len(bodies) < 3:
+            response = client.post("/v1/chat/completions", json=CHAT_REQUEST)
+            if response.status_code != 200:
+                bodies[response.status_code] = response
+    assert bodies[429].json()["error"]["code"] == "rate_limit_exceeded"
+    assert bodies[429].headers["retry-after"] == "1"
+    assert bodies[500].json()["error"]["type"] == "server_error"
+    assert bodies[504].json()["error"]["type"] == "timeout"
+
+
+def test_token_usage_is_configurable(start_mock: StartMock) -> None:
+    base_url = start_mock({"MOCK_LLM_PROMPT_TOKENS": "321", "MOCK_LLM_COMPLETION_TOKENS": "40",
+                           "MOCK_LLM_STREAM_CHUNKS": "4"})
+    usage = httpx.post(base_url + "/v1/chat/completions", json=CHAT_REQUEST).json()["usage"]
+    assert usage == {"prompt_tokens": 321, "completion_tokens": 40, "total_tokens": 361}
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_behaviours_file_gives_models_their_own_settings(
+        start_mock: StartMock, tmp_path: Path, suffix: str) -> None:
+    behaviours = {"models": {"mock-slow": {"latency_ms": 120, "completion_tokens": 3,
+                                           "stream_chunks": 3},
+                             "mock-broken": {"error_500_share": 1.0}}}
+    path = tmp_path / f"behaviours{suffix}"
+    if suffix == ".json":
+        path.write_bytes(orjson.dumps(behaviours))
+    else:
+        import yaml
+
+        path.write_text(yaml.safe_dump(behaviours, sort_keys=False))
+    base_url = start_mock({"MOCK_LLM_BEHAVIOURS_FILE": str(path), "MOCK_LLM_MODELS": "mock-gpt"})
+
+    slow = _timed_posts(base_url, 2, dict(CHAT_REQUEST, model="mock-slow"))
+    fast = _timed_posts(base_url, 2, dict(CHAT_REQUEST, model="mock-gpt"))
+    broken = _timed_posts(base_url, 2, dict(CHAT_REQUEST, model="mock-broken"))
+
+    assert [status for status, _ in slow + fast] == [200] * 4
+    assert min(ms for _, ms in slow) >= 120 * 0.95, slow
+    assert max(ms for _, ms in fast) < 120 * 0.95, fast
+    assert [status for status, _ in broken] == [500, 500]
+    answer = httpx.post(base_url + "/v1/chat/completions",
+                        json=dict(CHAT_REQUEST, model="mock-slow")).json()
+    assert answer["usage"]["completion_tokens"] == 3
+    listed = [model["id"] for model in httpx.get(base_url + "/v1/models").json()["data"]]
+    assert listed == ["mock-gpt", "mock-slow", "mock-broken"]
+
+
+def _stream_timeline_ms(base_url: str, request: dict[str, Any]) -> tuple[float, float, float, int]:
+    """(headers, first content chunk, end) in ms from sending, and the content chunks seen."""
+    with httpx.Client(base_url=base_url, timeout=30.0) as client:
+        client.get("/health")
+        started_s = time.perf_counter()
+        first_s = None
+        chunks = 0
+        with client.stream("POST", "/v1/chat/completions", json=request) as response:
+            headers_s = time.perf_counter()
+            for event in _sse_events(response):
+                if event != "[DONE]" and _content_chunks([orjson.loads(event)]):
+                    chunks += 1
+                    first_s = first_s or time.perf_counter()
+        end_s = time.perf_counter()
+    assert first_s is not None
+    return ((headers_s - started_s) * 1000, (first_s - started_s) * 1000,
+            (end_s - started_s) * 1000, chunks)
+
+
+@pytest.mark.parametrize("headers_first", [True, False])
+def test_streamed_ttft_and_token_pacing(start_mock: StartMock, headers_first: bool) -> None:
+    ttft_ms, tokens, delay_ms = 150, 6, 30
+    base_url = start_mock({"MOCK_LLM_LATENCY_MS": str(ttft_ms), "MOCK_LLM_TOKEN_DELAY_MS": str(delay_ms),
+                           "MOCK_LLM_COMPLETION_TOKENS": str(tokens),
+                           "MOCK_LLM_STREAM_CHUNKS": str(tokens),
+                           "MOCK_LLM_STREAM_HEADERS_FIRST": str(headers_first).lower()})
+
+    headers_ms, first_ms, end_ms, chunks = _stream_timeline_ms(base_url, dict(CHAT_REQUEST, stream=True))
+
+    timeline = f"headers {headers_ms:.1f}, first token {first_ms:.1f}, end {end_ms:.1f} ms"
+    assert chunks == tokens
+    # k tokens are k - 1 delays apart: the end is TTFT + (k - 1) x delay.
+    expected_end_ms = ttft_ms + (tokens - 1) * delay_ms
+    assert ttft_ms * 0.95 <= first_ms <= ttft_ms + SLACK_MS, timeline
+    assert expected_end_ms * 0.95 <= end_ms <= expected_end_ms + SLACK_MS, timeline
+    if headers_first:
+        assert headers_ms < ttft_ms / 2, timeline
+    else:
+        assert headers_ms >= ttft_ms * 0.95, timeline
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"MOCK_LLM_LATENCY_DISTRIBUTION": "gamma:1:2"},
+        {"MOCK_LLM_LATENCY_DISTRIBUTION": "uniform:50"},
+        {"MOCK_LLM_LATENCY_DISTRIBUTION": "uniform:90:10"},
+        {"MOCK_LLM_LATENCY_DISTRIBUTION": "replay:/no/such/file"},
+        {"MOCK_LLM_LATENCY_DISTRIBUTION": "fixed:10", "MOCK_LLM_LATENCY_MS": "10"},
+        {"MOCK_LLM_SPIKE_SHARE": "1.5"},
+        {"MOCK_LLM_SPIKE_FACTOR": "0.5"},
+        {"MOCK_LLM_STREAM_HEADERS_FIRST": "maybe"},
+        {"MOCK_LLM_ERROR_429_SHARE": "0.6", "MOCK_LLM_ERROR_500_SHARE": "0.6"},
+        {"MOCK_LLM_PROMPT_TOKENS": "-1"},
+        {"MOCK_LLM_SEED": "abc"},
+        {"MOCK_LLM_BEHAVIOURS_FILE": "/no/such/behaviours.json"},
+    ],
+    ids=["unknown-distribution", "arity", "low-above-high", "no-replay-file", "both-latencies",
+         "share-above-1", "factor-below-1", "flag", "shares-sum", "negative-tokens", "seed",
+         "no-behaviours-file"],
+)
+def test_invalid_new_settings_exit_with_one_line(env: dict[str, str]) -> None:
+    _assert_exits_with_one_line(_script_command(_free_port()), env)
+
+
+def test_behaviours_file_with_unknown_field_exits_with_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "behaviours.json"
+    path.write_bytes(orjson.dumps({"models": {"mock-x": {"latency": 5}}}))
+    _assert_exits_with_one_line(_script_command(_free_port()),
+                                {"MOCK_LLM_BEHAVIOURS_FILE": str(path)})

@@ -22,7 +22,7 @@ in that window (periodic Redis syncs, spend updates) is shared out over the cell
 from __future__ import annotations
 
 import logging
-import math
+import os
 import shutil
 import signal
 import subprocess
@@ -186,14 +186,20 @@ def _connect(settings: LabSettings, dbname: str):
                            connect_timeout=int(PROBE_TIMEOUT_S))
 
 
+# Every probe query runs in the maintenance database `postgres`: a connection to the proxy's
+# database would add its own transactions and catalog reads to the figures.
+PROBE_DB = "postgres"
+
+
 def _reset_statements(settings: LabSettings) -> None:
-    with _connect(settings, settings.postgres_db) as connection:
+    with _connect(settings, PROBE_DB) as connection:
+        # pg_stat_statements is one table for the whole server; this makes it readable here.
+        connection.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         connection.execute("SELECT pg_stat_statements_reset()")
 
 
 def _read_pg_database(settings: LabSettings) -> dict[str, int]:
-    # From another database, so the reading adds no transaction to the proxy's.
-    with _connect(settings, "postgres") as connection:
+    with _connect(settings, PROBE_DB) as connection:
         row = connection.execute(
             "SELECT xact_commit, xact_rollback, tup_fetched, tup_returned, tup_inserted, "
             "tup_updated, tup_deleted FROM pg_stat_database WHERE datname = %s",
@@ -206,11 +212,11 @@ def _read_pg_database(settings: LabSettings) -> dict[str, int]:
 
 
 def _read_statements(settings: LabSettings) -> list[dict]:
-    with _connect(settings, settings.postgres_db) as connection:
+    with _connect(settings, PROBE_DB) as connection:
         rows = connection.execute(
             "SELECT query, calls, total_exec_time, rows FROM pg_stat_statements "
-            "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-            "AND query NOT ILIKE '%%pg_stat_statements%%'").fetchall()
+            "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = %s) "
+            "AND query NOT ILIKE '%%pg_stat_statements%%'", (settings.postgres_db,)).fetchall()
     return [{"query": " ".join(query.split()), "calls": int(calls), "total_ms": float(total_ms),
              "rows": int(rows_count)} for query, calls, total_ms, rows_count in rows]
 
@@ -385,6 +391,13 @@ def _stop_profiler(probe: Probe, run_dir: Path | None) -> dict | None:
 # --- helpers --------------------------------------------------------------------------------
 
 
+def mock_llm_environment() -> dict[str, str]:
+    """The MOCK_LLM_* variables the stack's mock inherits from this process (it sets the
+    model names itself)."""
+    return {name: value for name, value in sorted(os.environ.items())
+            if name.startswith("MOCK_LLM_") and name != "MOCK_LLM_MODELS"}
+
+
 def _per(amount: float, count: float) -> float | None:
     return round(amount / count, 4) if count else None
 
@@ -397,6 +410,3 @@ def _mean(series: pd.Series) -> float | None:
 def _one_line(error: BaseException) -> str:
     return " ".join(f"{type(error).__name__}: {error}".split())[:300]
 
-
-def is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -255,7 +255,7 @@ def _statements_tables(cells: list[dict]) -> list[str]:
 
 
 def _ms(value: float | None) -> str:
-    return "–" if value is None else f"{value:.1f}"
+    return "–" if value is None else f"{value + 0.0:.1f}".replace("-0.0", "0.0")
 
 
 def _number(value: float | None) -> str:

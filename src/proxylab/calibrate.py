@@ -129,6 +129,9 @@ def calibrate(runs: Sequence[verdicts.Run], *, repeats: int | None = None,
     total_variance = pooled / df
     means /= len(used)
     rng = np.random.default_rng([options.seed, 0xA0A0])
+    # TODO: resampling requests treats them as independent, so the within-run part is
+    # underestimated and drift overestimated when requests are correlated; the extrapolation
+    # to more requests per run then promises too little, never too much.
     within_variance = _within_spread(used, options, rng)
     # Upper bound of a variance from df degrees of freedom: df * s^2 / chi2(0.05; df).
     upper_factor = math.sqrt(df / scipy_stats.chi2.ppf(0.05, df))
@@ -236,6 +239,8 @@ def render_text(calibration: Calibration) -> str:
         lines += ["", "A/A check (must find no difference):"]
         lines += [f"  {verdict.text}" for verdict in calibration.aa_check.verdicts
                   if not verdicts.is_share(verdict.statistic)]
+        lines += [f"  WARNING: {warning.problem}; {warning.advice}"
+                  for warning in calibration.aa_check.warnings]
     for warning in calibration.warnings:
         lines.append(f"WARNING: {warning}")
     return "\n".join(lines)

@@ -107,6 +107,8 @@ def matrix(
         help="fault scenario, one configuration per flag: none, or HOP:KIND[=VALUE][:OPTION=VALUE] "
              "joined by +, e.g. redis:latency=5:jitter=2:dir=both+llm:down (docs/faults.md)")] = None,
     stream: Annotated[bool, typer.Option(help="stream answers; record time to first token")] = False,
+    proxy_version: Annotated[Optional[list[str]], typer.Option(
+        help="LiteLLM release, one configuration per value (repeatable or comma-separated)")] = None,
     profile: Annotated[bool, typer.Option(help="py-spy profile of the proxy in each cell")] = False,
     repeats: Annotated[Optional[int], typer.Option(help="runs per configuration")] = None,
     requests: Annotated[Optional[int], typer.Option(help="requests per cell")] = None,
@@ -141,6 +143,8 @@ def matrix(
             raise LabError("--llm-latency-ms takes whole milliseconds") from None
     if toxic:
         overrides["toxics"] = toxic
+    if proxy_version:
+        overrides["proxy_versions"] = _split(proxy_version)
     if stream:
         overrides["stream"] = True
     if profile:
@@ -248,25 +252,26 @@ def calibrate(
     seed: SeedOption = None,
 ) -> None:
     """A/A noise floor: run-to-run spread, smallest detectable change, repeats for a target."""
+    if target_percent <= 0:
+        raise LabError("--target-percent must be above 0")
+    if from_run is None and repeats is not None and repeats < 2:
+        raise LabError("--repeats: an A/A calibration needs at least 2 runs")
     from proxylab import calibrate as calibrate_module
 
     options = _verdict_options(None, seed)
-    if target_percent <= 0:
-        raise LabError("--target-percent must be above 0")
     if from_run is None:
         from proxylab.matrix import run_matrix
         from proxylab.plan import QUICK_PLAN, MatrixPlan
         from proxylab.results import new_run_id
 
-        aa_repeats = 6 if repeats is None else repeats
-        if aa_repeats < 2:
-            raise LabError("--repeats: an A/A calibration needs at least 2 runs")
-        overrides = {"callbacks": [False], "user_modes": ["none"], "key_modes": ["shared"],
-                     "llm_latencies_ms": [0], "repeats": aa_repeats}
+        base = QUICK_PLAN.model_dump()
+        # One configuration: the first value of every axis, so new axes need no change here.
+        overrides = {name: value[:1] for name, value in base.items() if isinstance(value, list)}
+        overrides.update({"callbacks": [False], "repeats": 6 if repeats is None else repeats})
         overrides.update({name: value for name, value in (("requests", requests), ("users", users))
                           if value is not None})
         try:
-            plan = MatrixPlan(**{**QUICK_PLAN.model_dump(), **overrides})
+            plan = MatrixPlan(**{**base, **overrides})
         except ValidationError as error:
             first = error.errors()[0]
             where = ".".join(str(part) for part in first["loc"]) or "calibrate"
@@ -327,6 +332,52 @@ def compose_render() -> None:
 
     for path in render(_settings()):
         print(path.relative_to(REPO_ROOT))
+
+
+scenario_app = typer.Typer(no_args_is_help=True, help="Scenario packs that reproduce known regressions.")
+app.add_typer(scenario_app, name="scenario")
+
+
+@scenario_app.command("validate")
+def scenario_validate(files: Annotated[list[Path], typer.Argument(help="scenarios/*.yaml")]) -> None:
+    """Check scenario files without running anything."""
+    from proxylab.scenarios import load_scenario
+
+    for path in files:
+        scenario = load_scenario(path)
+        configurations = len(scenario.plan().configurations())
+        print(f"{path}: ok ({scenario.name}: {scenario.versions.before} -> {scenario.versions.after}, "
+              f"{configurations} configurations)")
+
+
+@scenario_app.command("run")
+def scenario_run(
+    file: Annotated[Path, typer.Argument(help="a scenario file")],
+    run_id: Annotated[Optional[str], typer.Option(help="name of the result directory")] = None,
+    runtime: RuntimeOption = "native",
+) -> None:
+    """Run a scenario on its before and after releases and check its expected signature."""
+    from proxylab import install, results
+    from proxylab.matrix import run_matrix
+    from proxylab.scenarios import check_signature, load_scenario
+
+    scenario = load_scenario(file)
+    settings = _settings()
+    if scenario.requires_database and runtime == "native":
+        venv = install.ensure_proxy_env(settings)
+        database = install.detect_proxy_database(settings, venv)
+        if not database.available:
+            raise LabError(f"scenario {scenario.name} needs the proxy's database, and here there is "
+                           f"none ({database.reason}); run it with --runtime compose")
+    run_dir = run_matrix(settings, scenario.plan(), run_id=run_id, runtime=runtime)
+    summary = results.load_summary(run_dir)
+    lines = check_signature(scenario, summary)
+    summary["scenario"] = {"name": scenario.name, "file": str(file), "signature_checks": lines}
+    results.save(run_dir, summary)
+    print("\n".join(lines))
+    print(f"report: {run_dir / 'report.md'}")
+    if any(line.startswith("MISMATCH") for line in lines):
+        raise typer.Exit(1)
 
 
 def main() -> None:

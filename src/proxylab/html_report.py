@@ -221,6 +221,8 @@ def shares_figure(groups: dict[str, list[verdicts.Run]], options: verdicts.Verdi
 
 def timeline_figure(label: str, runs: Sequence[verdicts.Run]) -> go.Figure:
     """Each request's latency at its send time, one trace per run; failures as crosses."""
+    # TODO: every point is drawn (about 30 bytes each in the page); a matrix of tens of
+    # thousands of requests per configuration would want thinning that keeps the spikes.
     figure = go.Figure()
     by_time = True
     for run in runs:

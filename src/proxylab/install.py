@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from proxylab.errors import LabError
-from proxylab.settings import COMPROMISED_PROXY_VERSIONS, REPO_ROOT, LabSettings
+from proxylab.settings import REPO_ROOT, LabSettings
+from proxylab.versions import version_refusal
 
 logger = logging.getLogger(__name__)
 
@@ -58,19 +59,38 @@ def ensure_toxiproxy(settings: LabSettings) -> Path:
     return target
 
 
-def proxy_lock_file(version: str) -> Path:
-    return REPO_ROOT / "proxy" / f"requirements-{version}.lock"
+def proxy_lock_file(settings: LabSettings, version: str) -> Path:
+    """The lock of a LiteLLM release: committed for pinned ones, else resolved once and cached.
+
+    A release without a committed lock is resolved from the same requirements as the pinned
+    one (LiteLLM with its proxy extra, prometheus-client, prisma) into the lab's home, so it is
+    built once and the exact set of packages is kept beside the virtualenv.
+    """
+    committed = REPO_ROOT / "proxy" / f"requirements-{version}.lock"
+    if committed.exists():
+        return committed
+    cached = settings.home / "locks" / f"requirements-{version}.lock"
+    if cached.exists():
+        return cached
+    template = REPO_ROOT / "proxy" / f"requirements-{settings.proxy_version}.in"
+    requirements = re.sub(r"^litellm\[proxy\]==\S+$", f"litellm[proxy]=={version}",
+                          template.read_text(), flags=re.M)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    source = cached.with_suffix(".in")
+    source.write_text(requirements)
+    logger.info("resolving the packages of LiteLLM %s", version)
+    run_checked([find_uv(settings), "pip", "compile", "-q", str(source), "-o", str(cached), "-p", "3.11"],
+                what=f"resolving LiteLLM {version} (is it a published release?)")
+    return cached
 
 
 def ensure_proxy_env(settings: LabSettings, version: str | None = None) -> Path:
     """A virtualenv with LiteLLM `version` (default: the pinned one), built once and reused."""
     version = version or settings.proxy_version
-    if version in COMPROMISED_PROXY_VERSIONS:
-        raise LabError(f"LiteLLM {version} was a compromised release on PyPI; choose another version")
-    lock = proxy_lock_file(version)
-    if not lock.exists():
-        # TODO: versions without a committed lock (the version axis) are not supported yet.
-        raise LabError(f"no lock file {lock.relative_to(REPO_ROOT)} for LiteLLM {version}")
+    refusal = version_refusal(version)
+    if refusal:
+        raise LabError(refusal)
+    lock = proxy_lock_file(settings, version)
     venv = settings.venvs_dir / f"litellm-{version}"
     marker = venv / ".proxylab-installed"
     fingerprint = hashlib.sha256(lock.read_bytes()).hexdigest()

@@ -9,6 +9,7 @@ finished cell.
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 from collections.abc import Callable, Iterator
@@ -21,13 +22,13 @@ from pathlib import Path
 import httpx
 import redis
 
-from proxylab import attribution, load, metadata, report, results, toxics
+from proxylab import attribution, install, load, metadata, report, results, toxics
 from proxylab.errors import LabError
 from proxylab.plan import DB_KEY_MODES, DB_USER_MODES, CellConfig, MatrixPlan
 from proxylab.rawlog import read_raw
 from proxylab.runtimes import make_stack
 from proxylab.settings import LabSettings
-from proxylab.stack import PROMETHEUS_CALLBACK, NativeStack, ProxyConfig
+from proxylab.stack import PROMETHEUS_CALLBACK, NativeStack, ProxyConfig, proxy_config_document
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ def run_matrix(settings: LabSettings, plan: MatrixPlan, *, run_id: str | None = 
     stack._refuse_if_running()
     stack.prepare()
     _refuse_modes_without_database(plan, stack)
+    releases = prepare_proxy_versions(settings, plan)
     run_dir.mkdir(parents=True)
     configs = plan.configurations()
     order = [(config, repeat) for config in configs for repeat in range(1, plan.repeats + 1)]
@@ -68,8 +70,11 @@ def run_matrix(settings: LabSettings, plan: MatrixPlan, *, run_id: str | None = 
         metadata={
             "versions": stack.component_versions(),
             "machine": metadata.machine(), "git": metadata.git_commit(),
+            # The mock inherits these from the lab's environment: its latency, errors, streaming.
+            "mock_llm_env": attribution.mock_llm_environment(),
         },
     )
+    summary["proxy_releases"] = releases
     results.save(run_dir, summary)
     logger.info("matrix %s: %d cells into %s", run_id, len(order), run_dir)
     try:
@@ -81,7 +86,7 @@ def run_matrix(settings: LabSettings, plan: MatrixPlan, *, run_id: str | None = 
                 group_toxics = hop_toxics(first_config)
                 toxics.apply(settings, group_toxics)
                 summary.setdefault("calibration", []).append(toxics.calibrate(settings, group_toxics))
-                stack.restart_proxy(proxy_config(first_config))
+                stack.restart_proxy(proxy_config(first_config, plan))
                 try:
                     warmup = warm_up(settings, plan.warmup_requests, plan.users)
                 except LabError:
@@ -123,8 +128,25 @@ def _refuse_modes_without_database(plan: MatrixPlan, stack: NativeStack) -> None
                        f"({reason}); drop it or use the Compose runtime")
 
 
-def proxy_config(config: CellConfig) -> ProxyConfig:
-    return ProxyConfig(callbacks=(PROMETHEUS_CALLBACK,) if config.callbacks else ())
+def proxy_config(config: CellConfig, plan: MatrixPlan) -> ProxyConfig:
+    return ProxyConfig(callbacks=(PROMETHEUS_CALLBACK,) if config.callbacks else (),
+                       version=config.proxy_version or None,
+                       settings_json=json.dumps(plan.proxy_settings, sort_keys=True) if plan.proxy_settings else "")
+
+
+def prepare_proxy_versions(settings: LabSettings, plan: MatrixPlan) -> dict[str, dict]:
+    """Build every release's virtualenv before anything starts; say what each one runs with.
+
+    Returns, per release, the LiteLLM version actually installed and how the shared proxy
+    config was adapted to it (an empty list for the pinned release).
+    """
+    releases = {}
+    for version in plan.proxy_versions or [settings.proxy_version]:
+        venv = install.ensure_proxy_env(settings, version)
+        _, adaptations = proxy_config_document(ProxyConfig(version=version))
+        releases[version] = {"installed": metadata.package_version(venv / "bin" / "python", "litellm"),
+                             "adaptations": adaptations}
+    return releases
 
 
 def hop_toxics(config: CellConfig) -> list[toxics.Toxic]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, Field, field_validator
 
 from proxylab.toxics import NO_TOXIC, parse_scenario, scenario_spec
+from proxylab.versions import version_refusal
 
 USER_MODES = ("none", "sequential", "random", "created")
 KEY_MODES = ("shared", "per_user")
@@ -36,6 +37,21 @@ class MatrixPlan(BaseModel):
     stream: bool = False
     # A py-spy sampling profile of the proxy per cell, saved in the cell's folder.
     profile: bool = False
+    # LiteLLM releases to compare, one configuration each; empty: the lab's pinned release.
+    proxy_versions: list[str] = []
+    # Proxy settings for every configuration, by config section (e.g. general_settings).
+    proxy_settings: dict[str, dict] = {}
+
+    @field_validator("proxy_versions")
+    @classmethod
+    def _known_versions(cls, versions: list[str]) -> list[str]:
+        if len(set(versions)) != len(versions):
+            raise ValueError(f"repeats a version: {versions}")
+        for version in versions:
+            refusal = version_refusal(version)
+            if refusal:
+                raise ValueError(refusal)
+        return versions
 
     @field_validator("user_modes", "key_modes", "callbacks", "llm_latencies_ms")
     @classmethod
@@ -46,20 +62,13 @@ class MatrixPlan(BaseModel):
             raise ValueError(f"repeats a value: {values}")
         return values
 
-    @field_validator("user_modes")
+    @field_validator("user_modes", "key_modes")
     @classmethod
-    def _known_user_modes(cls, modes: list[str]) -> list[str]:
-        unknown = [mode for mode in modes if mode not in USER_MODES]
+    def _known_modes(cls, modes: list[str], info) -> list[str]:
+        kind, known = {"user_modes": ("user", USER_MODES), "key_modes": ("key", KEY_MODES)}[info.field_name]
+        unknown = [mode for mode in modes if mode not in known]
         if unknown:
-            raise ValueError(f"unknown user mode {unknown[0]!r}; choose from {', '.join(USER_MODES)}")
-        return modes
-
-    @field_validator("key_modes")
-    @classmethod
-    def _known_key_modes(cls, modes: list[str]) -> list[str]:
-        unknown = [mode for mode in modes if mode not in KEY_MODES]
-        if unknown:
-            raise ValueError(f"unknown key mode {unknown[0]!r}; choose from {', '.join(KEY_MODES)}")
+            raise ValueError(f"unknown {kind} mode {unknown[0]!r}; choose from {', '.join(known)}")
         return modes
 
     @field_validator("llm_latencies_ms")
@@ -90,7 +99,8 @@ class MatrixPlan(BaseModel):
 
     def configurations(self) -> list["CellConfig"]:
         """Every configuration, grouped so the proxy restarts as rarely as possible."""
-        return [CellConfig(callbacks, user_mode, key_mode, latency_ms, toxics)
+        return [CellConfig(callbacks, user_mode, key_mode, latency_ms, toxics, version)
+                for version in self.proxy_versions or [""]
                 for toxics in self.toxics
                 for latency_ms in self.llm_latencies_ms
                 for callbacks in self.callbacks
@@ -109,6 +119,7 @@ class CellConfig:
     key_mode: str
     llm_latency_ms: int = 0
     toxics: str = NO_TOXIC  # canonical scenario text, see toxics.parse_scenario
+    proxy_version: str = ""  # LiteLLM release; empty: the lab's pinned one
 
     @property
     def config_id(self) -> str:
@@ -118,8 +129,10 @@ class CellConfig:
             parts.append(f"llm-{self.llm_latency_ms}ms")
         if self.toxics != NO_TOXIC:
             parts.append("faults-" + "_".join(toxic.slug() for toxic in parse_scenario(self.toxics)))
+        if self.proxy_version:
+            parts.insert(0, f"litellm-{self.proxy_version}")
         return ".".join(parts)
 
     def proxy_group(self) -> tuple:
         """Cells with the same group share one proxy process: what the proxy runs with."""
-        return (self.callbacks, self.llm_latency_ms, self.toxics)
+        return (self.proxy_version, self.callbacks, self.llm_latency_ms, self.toxics)

@@ -72,7 +72,19 @@ def _provenance_lines(summary: dict) -> list[str]:
         f"users, no think time; {plan.get('repeats')} repeat(s) per configuration",
         f"- **Warm-up:** {plan.get('warmup_requests')} requests after each proxy start, sent and "
         f"excluded from every figure",
+        *_release_lines(summary.get("proxy_releases") or {}),
     ]
+
+
+def _release_lines(releases: dict) -> list[str]:
+    """One line per LiteLLM release of the matrix: what ran, and how its config was adapted."""
+    if len(releases) < 2 and not any(entry["adaptations"] for entry in releases.values()):
+        return []
+    lines = []
+    for version, entry in releases.items():
+        adapted = "; ".join(entry["adaptations"]) or "shared config unchanged"
+        lines.append(f"- **LiteLLM {version}:** installed {entry['installed']}; {adapted}")
+    return lines
 
 
 def render_markdown(summary: dict, verdict_lines: list[str] | None = None) -> str:

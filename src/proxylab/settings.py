@@ -21,9 +21,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # The LiteLLM release the lab pins; `proxy/requirements-<version>.lock` holds its full lock.
 DEFAULT_PROXY_VERSION = "1.108.7"
 
-# Releases published by an attacker on PyPI; never installed (FIELD-NOTES).
-COMPROMISED_PROXY_VERSIONS = frozenset({"1.82.7", "1.82.8"})
-
 
 
 PORT_FIELDS = ("postgres_port", "redis_port", "mock_llm_port", "toxiproxy_api_port", "llm_hop_port",

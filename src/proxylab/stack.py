@@ -10,6 +10,7 @@ ports differ, filled in here by `render_template`.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -28,7 +29,7 @@ import psycopg
 import redis
 import yaml
 
-from proxylab import install, metadata
+from proxylab import install, metadata, versions
 from proxylab.errors import LabError
 from proxylab.procs import ProcessTable, RunningProcess, ServiceSpec
 from proxylab.settings import REPO_ROOT, LabSettings
@@ -57,6 +58,8 @@ class ProxyConfig:
 
     callbacks: tuple[str, ...] = ()
     version: str | None = None
+    # Extra proxy settings merged into the shared config, as JSON (hashable, like the rest).
+    settings_json: str = ""
 
 
 @dataclass
@@ -115,12 +118,22 @@ def proxy_environment(settings: LabSettings, database_url: str | None) -> dict[s
     return env
 
 
-def render_proxy_config(config: ProxyConfig) -> str:
-    """The shared proxy config with this configuration's callbacks added."""
+def proxy_config_document(config: ProxyConfig) -> tuple[dict, list[str]]:
+    """The shared proxy config with this configuration's callbacks, adapted to its release.
+
+    Returns the document and the adaptations made for an older release (for the report).
+    """
     document = yaml.safe_load(PROXY_CONFIG.read_text())
     if config.callbacks:
         document.setdefault("litellm_settings", {})["callbacks"] = list(config.callbacks)
-    return yaml.safe_dump(document, sort_keys=False)
+    if config.settings_json:
+        for section, values in json.loads(config.settings_json).items():
+            document.setdefault(section, {}).update(values)
+    return document, versions.adapt_config(document, config.version)
+
+
+def render_proxy_config(config: ProxyConfig) -> str:
+    return yaml.safe_dump(proxy_config_document(config)[0], sort_keys=False)
 
 
 class NativeStack:
@@ -194,10 +207,23 @@ class NativeStack:
     # --- the proxy ---------------------------------------------------------------------
 
     def start_proxy(self, config: ProxyConfig) -> None:
-        if self.proxy_venv is None or (config.version and config.version != self.settings.proxy_version):
-            self.proxy_venv = install.ensure_proxy_env(self.settings, config.version)
+        # Cheap when the release's virtualenv is built already (a marker file is compared).
+        self.proxy_venv = install.ensure_proxy_env(self.settings, config.version)
         self.proxy_config = config
         self._start(self._proxy_spec(config))
+        if PROMETHEUS_CALLBACK in config.callbacks:
+            self._require_metrics_endpoint(config)
+
+    def _require_metrics_endpoint(self, config: ProxyConfig) -> None:
+        """With the Prometheus callback on, the proxy must serve /metrics/; old releases may not."""
+        s = self.settings
+        response = httpx.get(s.url(s.proxy_port, "/metrics/"), timeout=10, follow_redirects=True,
+                             headers={"Authorization": f"Bearer {s.master_key}"})
+        if response.status_code != 200:
+            release = config.version or s.proxy_version
+            raise LabError(f"LiteLLM {release} started with the Prometheus callback but /metrics/ "
+                           f"answers {response.status_code} (the callback was enterprise-only in "
+                           f"releases before late 2025); see logs/litellm-proxy.log")
 
     def restart_proxy(self, config: ProxyConfig) -> None:
         """Stop and start the proxy so a new configuration begins from a fresh process."""

@@ -70,7 +70,7 @@ DIRECTIONS = {"downstream": ("downstream",), "upstream": ("upstream",),
 BREAKING_KINDS = frozenset({"timeout", "reset_peer", "down"})
 NO_TOXIC = "none"
 
-CALIBRATION_SAMPLES = 10
+CALIBRATION_SAMPLES = 15
 CALIBRATION_TIMEOUT_S = 2.0
 API_TIMEOUT_S = 5.0
 
@@ -294,8 +294,9 @@ def calibrate(settings: LabSettings, toxics: list[Toxic] | tuple[Toxic, ...],
     """Time a small round trip on every hop, straight to the upstream and through toxiproxy.
 
     Redis PING, the mock's GET /health, Postgres `SELECT 1`; each on one open connection, so
-    only the round trips are timed, never the connect. `added_ms` is the difference of the
-    medians. A hop that fails (down, reset, timeout) gets its error instead of figures.
+    only the round trips are timed, never the connect. Direct and hop round trips alternate,
+    so a busy machine slows both alike; `added_ms` is the difference of their medians. A hop
+    that fails (down, reset, timeout) gets its error instead of figures.
     """
     hops = []
     for hop, (label, make_probe) in _CALIBRATION_PROBES.items():
@@ -307,8 +308,9 @@ def calibrate(settings: LabSettings, toxics: list[Toxic] | tuple[Toxic, ...],
                  "direct_ms": None, "via_hop_ms": None, "added_ms": None, "samples": samples,
                  "error": None}
         try:
-            entry["direct_ms"] = _median_ms(make_probe(settings, direct=True), samples)
-            entry["via_hop_ms"] = _median_ms(make_probe(settings, direct=False), samples)
+            entry["direct_ms"], entry["via_hop_ms"] = _medians_ms(
+                lambda: make_probe(settings, direct=True), lambda: make_probe(settings, direct=False),
+                samples)
             entry["added_ms"] = round(entry["via_hop_ms"] - entry["direct_ms"], 3)
         except Exception as error:  # any client's error: the hop is broken, which is data here
             entry["error"] = " ".join(f"{type(error).__name__}: {error}".split())[:200]
@@ -319,18 +321,32 @@ def calibrate(settings: LabSettings, toxics: list[Toxic] | tuple[Toxic, ...],
     return {"toxics": scenario_spec(toxics), "hops": hops}
 
 
-def _median_ms(probe: tuple[Callable[[], object], Callable[[], None]], samples: int) -> float:
-    send, close = probe
+Probe = tuple[Callable[[], object], Callable[[], None]]
+
+
+def _medians_ms(open_direct: Callable[[], Probe], open_hop: Callable[[], Probe],
+                samples: int) -> tuple[float, float]:
+    """Median round trip straight and through the hop, the two timed in turn."""
+    send_direct, close_direct = open_direct()
     try:
-        send()  # the first round trip may pay for lazy setup; not timed
-        durations_ms = []
+        send_hop, close_hop = open_hop()
+    except BaseException:
+        close_direct()
+        raise
+    durations_ms: dict[str, list[float]] = {"direct": [], "hop": []}
+    try:
+        send_direct()  # the first round trip may pay for lazy setup; not timed
+        send_hop()
         for _ in range(samples):
-            started = time.perf_counter()
-            send()
-            durations_ms.append((time.perf_counter() - started) * 1000)
+            for name, send in (("direct", send_direct), ("hop", send_hop)):
+                started = time.perf_counter()
+                send()
+                durations_ms[name].append((time.perf_counter() - started) * 1000)
     finally:
-        close()
-    return round(statistics.median(durations_ms), 3)
+        close_direct()
+        close_hop()
+    return (round(statistics.median(durations_ms["direct"]), 3),
+            round(statistics.median(durations_ms["hop"]), 3))
 
 
 def _redis_probe(settings: LabSettings, direct: bool):

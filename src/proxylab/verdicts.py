@@ -24,6 +24,17 @@ over those per-run values:
 A practical floor (5 % by default) separates real differences from ones too small to care
 about. Every random draw comes from a numpy Generator seeded from the options' seed and the
 comparison's label, so the same data always gives the same verdict.
+
+Measured behaviour (tests/test_verdicts.py, 200 seeded trials of 6 runs per configuration,
+2,000 log-normal requests per run, 3 % run-to-run drift): identical configurations get
+"no difference" for avg/p50/p95/p99 in 99.5/99/99.5/98 % of trials, and the intervals alone
+exclude zero in 2-3.5 %; a 10 % slowdown is called significant in 99/99/97/80 % (documented
+power for p95: at least 90 %); intervals cover the true change in 94.5-98 % of trials. With
+3 runs per side coverage stays near 96 % but the power for p95 falls to about 65 %.
+
+TODO: each statistic of each comparison is tested at the nominal level with no correction
+for multiplicity; across the 14 statistics of a comparison, expect an occasional false alarm
+on a share or on p99, and read those against the headline statistic.
 """
 
 from __future__ import annotations
@@ -461,6 +472,8 @@ def _bootstrap_requests(runs: Sequence[Run], options: VerdictOptions,
     Treats the requests of a run as independent, which they are not (they share queues and
     drift); intervals from this are narrower than the truth and only a fallback.
     """
+    # TODO: a moving-block bootstrap over send time would keep bursts together and give
+    # honest single-run intervals; until then every such verdict is flagged as weaker.
     samples = options.request_bootstrap_samples
     total = np.zeros((samples, len(options.statistics)))
     for run in runs:

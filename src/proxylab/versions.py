@@ -1,0 +1,53 @@
+"""LiteLLM releases as a matrix axis: which can run, and how the shared config is adapted.
+
+The proxy config in `proxy/config.yaml` is written for the pinned release. Older releases
+lack some settings or behave differently; `adapt_config` changes a copy for a given release and
+says what it changed, so each report can list the adaptations per version.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+logger = logging.getLogger(__name__)
+
+# Releases published by an attacker on PyPI; never installed (FIELD-NOTES).
+COMPROMISED_PROXY_VERSIONS = {
+    "1.82.7": "a compromised release on PyPI",
+    "1.82.8": "a compromised release on PyPI",
+}
+
+# /metrics became guarded by the master key around 1.85; before, the setting did not exist.
+METRICS_AUTH_SINCE = (1, 85, 0)
+
+_VERSION_RE = re.compile(r"^\d+\.\d+\.\d+(?:\.post\d+)?$")
+
+
+def parse_version(version: str) -> tuple[int, int, int]:
+    major, minor, patch = version.split(".")[:3]
+    return int(major), int(minor), int(patch)
+
+
+def version_refusal(version: str) -> str | None:
+    """Why a release cannot be an axis value (one line), or None when it can."""
+    if not _VERSION_RE.match(version):
+        return f"LiteLLM version {version!r} is not of the form 1.2.3"
+    if version in COMPROMISED_PROXY_VERSIONS:
+        return f"LiteLLM {version} is refused: {COMPROMISED_PROXY_VERSIONS[version]}"
+    return None
+
+
+def adapt_config(document: dict, version: str | None) -> list[str]:
+    """Adapt the proxy config `document` in place for `version`; return what was changed."""
+    if not version:
+        return []
+    changes = []
+    settings = document.get("litellm_settings", {})
+    if parse_version(version) < METRICS_AUTH_SINCE and "require_auth_for_metrics_endpoint" in settings:
+        del settings["require_auth_for_metrics_endpoint"]
+        changes.append("require_auth_for_metrics_endpoint dropped: /metrics has no key check "
+                       "before 1.85")
+    # TODO: releases from before late 2025 ship the Prometheus callback in the enterprise
+    # edition only; they are detected when the proxy starts (see stack.start_proxy), not here.
+    return changes

@@ -1,0 +1,40 @@
+"""An isolated lab home on ports shifted by 500, for the attribution and fault tests.
+
+tests/test_native_stack.py uses offset 700 (conftest.lab_env); these tests use their own home
+and offset so both can run on one machine. The home reuses the built LiteLLM and toxiproxy.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from conftest import PROXYLAB, REPO_ROOT
+
+PORT_OFFSET = int(os.environ.get("PROXYLAB_ATTRIBUTION_TEST_PORT_OFFSET", "500"))
+
+
+def make_home() -> Path:
+    # Not under pytest's tmp_path, which pytest prunes while a stack may still use it.
+    home = Path(tempfile.mkdtemp(prefix="proxylab-test500-home-"))
+    shared_home = REPO_ROOT / ".proxylab"
+    for name in ("venvs", "bin", "tools"):
+        if (shared_home / name).exists():
+            (home / name).symlink_to(shared_home / name)
+    return home
+
+
+def cli_env(home: Path) -> dict[str, str]:
+    return {**os.environ, "PROXYLAB_HOME": str(home), "PROXYLAB_RESULTS_DIR": str(home / "results"),
+            "PROXYLAB_PORT_OFFSET": str(PORT_OFFSET)}
+
+
+def stop_and_remove(home: Path) -> None:
+    """`proxylab down` for the home (a failed test may have left its stack up), then delete it."""
+    subprocess.run([*PROXYLAB, "down"], env=cli_env(home), cwd=REPO_ROOT, capture_output=True,
+                   timeout=120)
+    if os.environ.get("PROXYLAB_KEEP_TEST_HOME") != "1":
+        shutil.rmtree(home, ignore_errors=True)
