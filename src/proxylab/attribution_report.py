@@ -30,6 +30,10 @@ def markdown_sections(summary: dict) -> list[str]:
               "LiteLLM's from its own histograms (Prometheus callback on only); Redis and DB "
               "work from the servers' counters between a probe before and after the cell, "
               "background work in that window included.", ""]
+    mock_env = (summary.get("metadata") or {}).get("mock_llm_env")
+    if mock_env is not None:
+        settings = ", ".join(f"`{name}={value}`" for name, value in mock_env.items())
+        lines += [f"Mock LLM: {settings or 'its defaults (no added latency)'}.", ""]
     lines += _latency_table(attributed) + [""]
     lines += _work_table(attributed) + [""]
     lines += _critical_path_table(cells)

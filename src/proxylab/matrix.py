@@ -114,7 +114,18 @@ def run_matrix(settings: LabSettings, plan: MatrixPlan, *, run_id: str | None = 
         stack.down()
         results.save(run_dir, summary)
         report.write_markdown(run_dir, summary)
+        _write_html_report(run_dir, summary)
     return run_dir
+
+
+def _write_html_report(run_dir: Path, summary: dict) -> None:
+    """The pictures are a convenience: a failure here must not hide the run's own outcome."""
+    from proxylab import html_report
+
+    try:
+        html_report.write_html(run_dir, summary)
+    except Exception:  # noqa: BLE001 - logged in full; `proxylab report` can rebuild it
+        logger.exception("report.html could not be written; rebuild it with `proxylab report %s`", run_dir)
 
 
 def _refuse_modes_without_database(plan: MatrixPlan, stack: NativeStack) -> None:
