@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 
 from conftest import PROXYLAB, REPO_ROOT
+from proxylab.settings import LabSettings
+from proxylab.stack import postgres_data_dir
 
 PORT_OFFSET = int(os.environ.get("PROXYLAB_ATTRIBUTION_TEST_PORT_OFFSET", "500"))
 
@@ -33,8 +35,16 @@ def cli_env(home: Path) -> dict[str, str]:
 
 
 def stop_and_remove(home: Path) -> None:
-    """`proxylab down` for the home (a failed test may have left its stack up), then delete it."""
+    """`proxylab down` for the home (a failed test may have left its stack up), then delete it.
+
+    Its Postgres cluster goes too, also when it lives outside the home (in /var/tmp, where
+    the stack puts it when the server's account cannot enter the home).
+    """
+    settings = LabSettings(home=home, results_dir=home / "results", port_offset=PORT_OFFSET)
+    cluster = postgres_data_dir(settings, "postgres" if os.geteuid() == 0 else None)
     subprocess.run([*PROXYLAB, "down"], env=cli_env(home), cwd=REPO_ROOT, capture_output=True,
                    timeout=120)
     if os.environ.get("PROXYLAB_KEEP_TEST_HOME") != "1":
         shutil.rmtree(home, ignore_errors=True)
+        if not cluster.resolve().is_relative_to(home.resolve()):
+            shutil.rmtree(cluster, ignore_errors=True)

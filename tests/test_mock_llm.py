@@ -582,12 +582,14 @@ def _stream_timeline_ms(base_url: str, request: dict[str, Any]) -> tuple[float, 
 @pytest.mark.parametrize("headers_first", [True, False])
 def test_streamed_ttft_and_token_pacing(start_mock: StartMock, headers_first: bool) -> None:
     ttft_ms, tokens, delay_ms = 150, 6, 30
-    base_url = start_mock({"MOCK_LLM_LATENCY_MS": str(ttft_ms), "MOCK_LLM_TOKEN_DELAY_MS": str(delay_ms),
+    base_url = start_mock({"MOCK_LLM_LATENCY_MS": str(ttft_ms),
+                           "MOCK_LLM_TOKEN_DELAY_MS": str(delay_ms),
                            "MOCK_LLM_COMPLETION_TOKENS": str(tokens),
                            "MOCK_LLM_STREAM_CHUNKS": str(tokens),
                            "MOCK_LLM_STREAM_HEADERS_FIRST": str(headers_first).lower()})
 
-    headers_ms, first_ms, end_ms, chunks = _stream_timeline_ms(base_url, dict(CHAT_REQUEST, stream=True))
+    request = dict(CHAT_REQUEST, stream=True)
+    headers_ms, first_ms, end_ms, chunks = _stream_timeline_ms(base_url, request)
 
     timeline = f"headers {headers_ms:.1f}, first token {first_ms:.1f}, end {end_ms:.1f} ms"
     assert chunks == tokens

@@ -116,6 +116,9 @@ def test_signature_check_flags_a_missing_regression_and_unmeasured_db() -> None:
 
 
 def test_scenario_run_refuses_without_a_database(lab_env: dict) -> None:
+    results_dir = Path(lab_env["PROXYLAB_RESULTS_DIR"])
+    before = set(results_dir.iterdir()) if results_dir.exists() else set()
+
     completed = run_cli(["scenario", "run", str(SCENARIOS[0])], lab_env, timeout_s=300)
 
     if completed.returncode == 0 or "needs the proxy's database" not in completed.stderr:
@@ -123,8 +126,8 @@ def test_scenario_run_refuses_without_a_database(lab_env: dict) -> None:
                     f"(exit {completed.returncode})")
     assert completed.returncode == 2
     assert "run it with --runtime compose" in completed.stderr
-    assert not (Path(lab_env["PROXYLAB_RESULTS_DIR"])).exists() or not any(
-        Path(lab_env["PROXYLAB_RESULTS_DIR"]).iterdir())
+    # Refused before anything ran: no result directory appeared.
+    assert (set(results_dir.iterdir()) if results_dir.exists() else set()) == before
 
 
 @pytest.mark.stack

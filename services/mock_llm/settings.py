@@ -331,7 +331,8 @@ def _read_behaviours(path: str) -> dict[str, dict[str, Any]]:
         raise SettingsError(f"{env}={path!r} is invalid: not JSON or YAML ({first_line})") from None
     models = document.get("models") if isinstance(document, dict) else None
     if not isinstance(models, dict) or not all(
-            isinstance(name, str) and name and isinstance(entry, dict) for name, entry in models.items()):
+            isinstance(name, str) and name and isinstance(entry, dict)
+            for name, entry in models.items()):
         raise SettingsError(f"{env}={path!r} is invalid: expected {{\"models\": {{NAME: "
                             f"{{FIELD: VALUE, ...}}}}}}")
     return models

@@ -3,6 +3,8 @@
 `begin` reads every source just before a cell's load and `finish` just after; the figures are
 the differences, divided by the cell's requests (the rows of its raw table):
 
+- LLM: chat completions the mock answered, by status, from its own counters (more than one
+  per request means retries or fallbacks).
 - Redis: `INFO commandstats` on Redis' own port (not the toxiproxy hop, whose toxics would
   slow the probe), calls by command. The probe's own first INFO is subtracted.
 - DB: `pg_stat_statements` (reset by `begin`) for statements and the top statements by calls
@@ -17,6 +19,9 @@ the differences, divided by the cell's requests (the rows of its raw table):
 
 Every count covers the whole window between the two probes, so the proxy's background work
 in that window (periodic Redis syncs, spend updates) is shared out over the cell's requests.
+TODO: measure the proxy's idle rate of Redis commands and DB statements before a cell and
+report it apart, so per-request work and background work can be told apart.
+TODO: on the Compose runtime the Redis and Postgres exporters' scrapes are counted too.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ LITELLM_SETTLE_S = 3.0
 # A Postgres backend that flushed its counters less than a second ago defers the next flush
 # of an idle backend by up to 10 s (PGSTAT_IDLE_INTERVAL, PostgreSQL 15), so pg_stat_database
 # lags the proxy's last transactions by as much. pg_stat_statements is updated at once.
+# TODO: 11 s twice per cell only where the proxy has a database; unverified here (none).
 PG_STATS_SETTLE_S = 11.0
 TOP_STATEMENTS = 5
 STATEMENT_TEXT_CHARS = 160
@@ -74,6 +80,7 @@ class Probe:
     redis_usec: dict[str, int] | None = None
     pg_database: dict[str, int] | None = None
     litellm: dict[str, tuple[float, float]] | None = None
+    llm_calls: dict[str, float] | None = None
     errors: dict[str, str] = field(default_factory=dict)
     profiler: subprocess.Popen | None = None
     profile_path: Path | None = None
@@ -99,6 +106,10 @@ def begin(settings: LabSettings, *, database: bool, database_reason: str = "no D
         probe.litellm = _read_litellm(settings)
     except Exception as error:
         probe.errors["litellm"] = _one_line(error)
+    try:
+        probe.llm_calls = read_mock_calls(settings)
+    except Exception as error:
+        probe.errors["llm"] = _one_line(error)
     if profile and cell_dir is not None and proxy_pid:
         probe.profile_path = cell_dir / PROFILE_FILE
         probe.profiler = _start_profiler(proxy_pid, probe.profile_path)
@@ -113,19 +124,58 @@ def finish(settings: LabSettings, probe: Probe, frame: pd.DataFrame, *,
     profile = _stop_profiler(probe, run_dir)
     result = {
         "requests": requests,
-        "window_s": None,
+        # From the first reading to the end of the load (the second readings follow).
+        "window_s": round(time.time() - probe.taken_unix_s, 3),
+        "llm": _llm_figures(settings, probe, requests),
         "redis": _redis_figures(settings, probe, requests),
         "database": _database_figures(settings, probe, requests, pg_settle_s),
         "litellm": _litellm_figures(settings, probe, ok_requests),
         "client": client_figures(frame),
         "profile": profile,
     }
-    result["window_s"] = round(time.time() - probe.taken_unix_s, 3)
     litellm_total = (result["litellm"].get("mean_ms") or {}).get("total_latency")
     client_mean = result["client"]["mean_latency_ms"]
     result["client"]["client_minus_proxy_histogram_ms"] = (
-        None if litellm_total is None or client_mean is None else round(client_mean - litellm_total, 3))
+        None if litellm_total is None or client_mean is None
+        else round(client_mean - litellm_total, 3))
     return result
+
+
+# --- the mock LLM ---------------------------------------------------------------------------
+
+MOCK_CHAT_ROUTE = "/v1/chat/completions"
+
+
+def read_mock_calls(settings: LabSettings) -> dict[str, float]:
+    """Chat completions the mock has answered since it started, by HTTP status."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = httpx.get(settings.url(settings.mock_llm_port, "/metrics"), timeout=PROBE_TIMEOUT_S)
+    response.raise_for_status()
+    calls: dict[str, float] = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            if (sample.name == "mock_llm_requests_total"
+                    and sample.labels.get("route") == MOCK_CHAT_ROUTE):
+                status = sample.labels["status"]
+                calls[status] = calls.get(status, 0.0) + sample.value
+    return calls
+
+
+def _llm_figures(settings: LabSettings, probe: Probe, requests: int) -> dict:
+    if probe.llm_calls is None:
+        return {"error": probe.errors.get("llm", "not read")}
+    try:
+        after = read_mock_calls(settings)
+    except Exception as error:
+        return {"error": _one_line(error)}
+    by_status = {status: int(count - probe.llm_calls.get(status, 0.0))
+                 for status, count in sorted(after.items())}
+    by_status = {status: count for status, count in by_status.items() if count}
+    return {"calls": sum(by_status.values()),
+            "calls_per_request": _per(sum(by_status.values()), requests),
+            "by_status": by_status}
 
 
 # --- Redis ----------------------------------------------------------------------------------
@@ -134,8 +184,8 @@ def finish(settings: LabSettings, probe: Probe, frame: pd.DataFrame, *,
 def _read_redis(settings: LabSettings) -> tuple[dict[str, int], dict[str, int]]:
     import redis
 
-    client = redis.Redis(host=settings.host, port=settings.redis_port, socket_timeout=PROBE_TIMEOUT_S,
-                         lib_name=None, lib_version=None)
+    client = redis.Redis(host=settings.host, port=settings.redis_port,
+                         socket_timeout=PROBE_TIMEOUT_S, lib_name=None, lib_version=None)
     try:
         stats = client.info("commandstats")
     finally:
@@ -274,6 +324,8 @@ def _read_litellm(settings: LabSettings) -> dict[str, tuple[float, float]]:
 
     response = httpx.get(settings.url(settings.proxy_port, "/metrics/"), timeout=PROBE_TIMEOUT_S,
                          headers={"Authorization": f"Bearer {settings.master_key}"})
+    if response.status_code == 404:
+        return {}  # the proxy mounts /metrics/ only with the Prometheus callback
     response.raise_for_status()
     wanted = {name: key for key, name in LITELLM_HISTOGRAMS_S.items()}
     figures: dict[str, list[float]] = {}
@@ -305,10 +357,11 @@ def _litellm_figures(settings: LabSettings, probe: Probe, ok_requests: int) -> d
             break
         time.sleep(0.25)
     if not after:
-        return {"source": source, "absent": "no LiteLLM latency histograms on /metrics/ "
-                                            "(Prometheus callback off)"}
+        return {"source": source, "absent": "no LiteLLM latency histograms (Prometheus callback "
+                                            "off)"}
     return {"source": source, "observed_requests": int(observed),
-            "mean_ms": {key: _per(1000 * total_s, count) for key, (total_s, count) in counts.items()}}
+            "mean_ms": {key: _per(1000 * total_s, count)
+                        for key, (total_s, count) in counts.items()}}
 
 
 def _litellm_deltas(before: dict[str, tuple[float, float]],
@@ -324,6 +377,7 @@ def client_figures(frame: pd.DataFrame) -> dict:
     """Client-side latency, proxy-reported latency from headers, and Little's law."""
     ok = frame[frame["ok"] == 1]
     mean_latency = _mean(ok["latency_ms"])
+    streamed = "ttft_ms" in ok and ok["ttft_ms"].notna().any()
     proxy_response = _mean(ok["proxy_response_ms"]) if "proxy_response_ms" in ok else None
     duration_s = None
     if len(frame) and frame["sent_unix_s"].notna().all() and frame["finished_unix_s"].notna().all():
@@ -335,8 +389,11 @@ def client_figures(frame: pd.DataFrame) -> dict:
         "mean_ttft_ms": _mean(ok["ttft_ms"]) if "ttft_ms" in ok else None,
         "mean_overhead_header_ms": _mean(ok["overhead_ms"]),
         "mean_proxy_response_header_ms": proxy_response,
-        "client_minus_proxy_header_ms": (None if proxy_response is None or mean_latency is None
-                                         else round(mean_latency - proxy_response, 3)),
+        # A streamed answer's headers leave before its body: their duration is not the
+        # request's, so no gap is computed for streams.
+        "client_minus_proxy_header_ms": (
+            None if proxy_response is None or mean_latency is None or streamed
+            else round(mean_latency - proxy_response, 3)),
         "rate_rps": None if rate is None else round(rate, 3),
         # Little's law over every request, failed ones too: they were in flight as well.
         "mean_in_flight": (None if rate is None or all_mean_s is None
@@ -383,8 +440,10 @@ def _stop_profiler(probe: Probe, run_dir: Path | None) -> dict | None:
     if not path.exists() or path.stat().st_size == 0:
         log = path.parent / "py-spy.log"
         tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
-        return {"path": None, "error": f"py-spy wrote no profile (exit {process.returncode}): {tail}"}
-    shown = str(path.relative_to(run_dir)) if run_dir and path.is_relative_to(run_dir) else str(path)
+        return {"path": None,
+                "error": f"py-spy wrote no profile (exit {process.returncode}): {tail}"}
+    inside = run_dir is not None and path.is_relative_to(run_dir)
+    shown = str(path.relative_to(run_dir)) if inside else str(path)
     return {"path": shown, "error": None}
 
 
@@ -393,7 +452,10 @@ def _stop_profiler(probe: Probe, run_dir: Path | None) -> dict | None:
 
 def mock_llm_environment() -> dict[str, str]:
     """The MOCK_LLM_* variables the stack's mock inherits from this process (it sets the
-    model names itself)."""
+    model names itself).
+
+    TODO: a MOCK_LLM_BEHAVIOURS_FILE is recorded by path only, not by content.
+    """
     return {name: value for name, value in sorted(os.environ.items())
             if name.startswith("MOCK_LLM_") and name != "MOCK_LLM_MODELS"}
 

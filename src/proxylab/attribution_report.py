@@ -82,12 +82,14 @@ def _faults_section(summary: dict) -> list[str]:
             else:
                 figures = [_ms(hop["direct_ms"]), _ms(hop["via_hop_ms"]), _ms(hop["added_ms"])]
                 if expected is not None and _off(hop["added_ms"], expected):
-                    warnings.append(f"WARNING: the {hop['hop']} hop under `{entry['toxics']}` added "
-                                    f"{hop['added_ms']:.1f} ms per round trip, not {expected:g} ms; "
-                                    f"figures of that configuration do not carry the intended "
-                                    f"fault; check the machine's load and toxiproxy's log")
+                    warnings.append(
+                        f"WARNING: the {hop['hop']} hop under `{entry['toxics']}` added "
+                        f"{hop['added_ms']:.1f} ms per round trip, not {expected:g} ms; figures "
+                        f"of that configuration do not carry the intended fault; check the "
+                        f"machine's load and toxiproxy's log")
+            shown = "–" if expected is None else f"{expected:g}"
             lines.append(f"| `{entry['toxics']}` | {hop['hop']} | {hop['probe']} | "
-                         + " | ".join(figures) + f" | {'–' if expected is None else f'{expected:g}'} |")
+                         + " | ".join(figures) + f" | {shown} |")
     return lines + ([""] + warnings if warnings else [])
 
 
@@ -129,7 +131,7 @@ def _latency_table(cells: list[dict]) -> list[str]:
 
 
 def _work_table(cells: list[dict]) -> list[str]:
-    header = ["cell", "Redis commands", "top Redis commands", "Redis server µs",
+    header = ["cell", "LLM calls", "Redis commands", "top Redis commands", "Redis server µs",
               "DB statements", "DB statement ms", "DB transactions", "rows fetched", "profile"]
     lines = ["Work per request:", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for cell in cells:
@@ -139,9 +141,12 @@ def _work_table(cells: list[dict]) -> list[str]:
             redis_cells = [f"error: {redis['error'][:60]}", "–", "–"]
         else:
             top = list((redis.get("by_command") or {}).items())[:TOP_REDIS_COMMANDS]
-            redis_cells = [_number(redis.get("commands_per_request")),
-                           ", ".join(f"{name} {entry['per_request']:.2f}" for name, entry in top) or "–",
+            named = ", ".join(f"{name} {entry['per_request']:.2f}" for name, entry in top)
+            redis_cells = [_number(redis.get("commands_per_request")), named or "–",
                            _number(redis.get("server_us_per_request"))]
+        llm = figures.get("llm") or {}
+        llm_cell = (f"error: {llm['error'][:60]}" if "error" in llm
+                    else _number(llm.get("calls_per_request")))
         database = figures.get("database") or {}
         if not database.get("available"):
             db_cells = [NO_DB] * 4
@@ -158,7 +163,8 @@ def _work_table(cells: list[dict]) -> list[str]:
             link = f"[flame graph]({profile['path']})"
         else:
             link = f"failed: {profile.get('error', '')[:60]}"
-        lines.append("| " + " | ".join([f"`{cell['cell_id']}`", *redis_cells, *db_cells, link]) + " |")
+        lines.append("| " + " | ".join([f"`{cell['cell_id']}`", llm_cell, *redis_cells, *db_cells,
+                                        link]) + " |")
     return lines
 
 
@@ -213,6 +219,7 @@ def critical_path(cells: list[dict]) -> list[dict]:
                      "mean_ms": round(mean_ms, 3),
                      "added_ms": round(mean_ms - entry["baseline_ms"], 3),
                      "round_trips": round((mean_ms - entry["baseline_ms"]) / entry["toxic_ms"], 3),
+                     "repeats": len(entry["averages"]),
                      "redis_commands_per_request": (round(sum(commands) / len(commands), 3)
                                                     if commands else None)})
     return rows
@@ -233,6 +240,11 @@ def _critical_path_table(cells: list[dict]) -> list[str]:
         lines.append(f"| `{row['config_id']}` | {row['hop']} | {row['toxic_ms']:g} | "
                      f"{row['baseline_ms']:.1f} | {row['mean_ms']:.1f} | {row['added_ms']:.1f} | "
                      f"{row['round_trips']:.2f} | {_number(row['redis_commands_per_request'])} |")
+    if any(row["repeats"] < 2 for row in rows):
+        lines += ["", "WARNING: round trips from single cells run minutes apart: on a shared machine "
+                  "the means of two cells drift apart by tens of milliseconds, which moves this "
+                  "figure by one round trip or more at a 20 ms toxic. Rerun with `--repeats 3` "
+                  "and a larger toxic (100 ms) before reading a figure below 2."]
     return lines + [""]
 
 
@@ -252,8 +264,8 @@ def _statements_tables(cells: list[dict]) -> list[str]:
             for entry in top:
                 text = entry["query"].replace("|", "\\|")
                 lines.append(f"| {_number(entry['calls_per_request'])} | {entry['calls']} | "
-                             f"{entry['total_ms']:.1f} | {_ms(entry['mean_ms'])} | {entry['rows']} | "
-                             f"`{text}` |")
+                             f"{entry['total_ms']:.1f} | {_ms(entry['mean_ms'])} | "
+                             f"{entry['rows']} | `{text}` |")
             lines.append("")
     return lines
 

@@ -88,7 +88,7 @@ def run_matrix(settings: LabSettings, plan: MatrixPlan, *, run_id: str | None = 
                 summary.setdefault("calibration", []).append(toxics.calibrate(settings, group_toxics))
                 stack.restart_proxy(proxy_config(first_config, plan))
                 try:
-                    warmup = warm_up(settings, plan.warmup_requests, plan.users)
+                    warmup = warm_up(settings, plan.warmup_requests, plan.users, plan.stream)
                 except LabError:
                     if not toxics.breaks_requests(group_toxics):
                         raise
@@ -171,7 +171,8 @@ def cell_id(config: CellConfig, repeat: int) -> str:
     return f"{config.config_id}.r{repeat}"
 
 
-def warm_up(settings: LabSettings, count: int, concurrency: int) -> dict[str, int]:
+def warm_up(settings: LabSettings, count: int, concurrency: int,
+            stream: bool = False) -> dict[str, int]:
     """Requests right after a proxy start, excluded from every figure; counted in the report.
 
     They are sent `concurrency` at a time, like the cells that follow: the proxy's first
@@ -180,6 +181,9 @@ def warm_up(settings: LabSettings, count: int, concurrency: int) -> dict[str, in
     """
     body = {"model": settings.model_name, "messages": [{"role": "user", "content": "warm-up"}],
             "max_tokens": 4}
+    if stream:
+        # Streamed like the cells, so the proxy's first streams are not counted in them.
+        body["stream"] = True
     headers = {"Authorization": f"Bearer {settings.master_key}"}
     with httpx.Client(base_url=settings.url(settings.proxy_port), timeout=60, headers=headers,
                       limits=httpx.Limits(max_connections=concurrency)) as client:

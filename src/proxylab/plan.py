@@ -129,7 +129,8 @@ class CellConfig:
         if self.llm_latency_ms:
             parts.append(f"llm-{self.llm_latency_ms}ms")
         if self.toxics != NO_TOXIC:
-            parts.append("faults-" + "_".join(toxic.slug() for toxic in parse_scenario(self.toxics)))
+            slugs = (toxic.slug() for toxic in parse_scenario(self.toxics))
+            parts.append("faults-" + "_".join(slugs))
         if self.proxy_version:
             parts.insert(0, f"litellm-{self.proxy_version}")
         return ".".join(parts)

@@ -60,7 +60,7 @@ def write_header(path: Path) -> None:
 
 
 def read_raw(path: Path) -> pd.DataFrame:
-    """Read a raw table with the proper types; unknown values and absent optional columns are NaN."""
+    """Read a raw table with the proper types; unknown values and absent new columns are NaN."""
     frame = pd.read_csv(path, dtype=RAW_DTYPES, keep_default_na=False, na_values=_EMPTY_MEANS_UNKNOWN)
     for column in OPTIONAL_COLUMNS:
         if column not in frame.columns:

@@ -54,6 +54,7 @@ from proxylab.settings import LabSettings
 logger = logging.getLogger(__name__)
 
 # Hop name as the lab's settings and reports call it -> toxiproxy proxy name.
+# TODO: no client->proxy hop: the load reaches the proxy directly (services/toxiproxy).
 HOPS = {"llm": "proxy_to_llm", "postgres": "proxy_to_postgres", "redis": "proxy_to_redis"}
 # Kind -> (toxiproxy type, attribute the value goes into, unit of the value).
 KINDS = {
@@ -131,7 +132,8 @@ class Toxic:
         if self.kind == "down":
             return f"{self.hop} hop: down (connections refused)"
         _type, _attribute, unit = KINDS[self.kind]
-        where = {"downstream": "responses", "upstream": "requests", "both": "requests and responses"}
+        where = {"downstream": "responses", "upstream": "requests",
+                 "both": "requests and responses"}
         text = f"{self.hop} hop: {self.kind.replace('_', ' ')} {self.value} {unit}"
         if self.jitter_ms:
             text += f" ± {self.jitter_ms} ms"
@@ -233,23 +235,33 @@ def _share(text: str, raw: str) -> float:
 
 
 def apply(settings: LabSettings, toxics: list[Toxic] | tuple[Toxic, ...]) -> None:
-    """Remove every toxic and enable every hop, set these, and read them back before any load."""
-    import httpx
+    """Remove every toxic and enable every hop, set these, and read them back before any load.
 
-    api = settings.url(settings.toxiproxy_api_port)
+    Changes go through toxiproxy-python; the read-back is a plain GET of the server's state,
+    so a client library that silently dropped a field would be caught here.
+    """
+    import requests
+    from toxiproxy import Toxiproxy
+    from toxiproxy.exceptions import InvalidToxic, NotFound, ProxyExists
+
+    server = Toxiproxy()
+    # toxiproxy-python keeps the API's address in a class attribute.
+    server.update_api_consumer(settings.host, settings.toxiproxy_api_port)
     try:
-        with httpx.Client(base_url=api, timeout=API_TIMEOUT_S) as client:
-            client.post("/reset").raise_for_status()
-            for toxic in toxics:
-                proxy = HOPS[toxic.hop]
-                if toxic.kind == "down":
-                    client.patch(f"/proxies/{proxy}", json={"enabled": False}).raise_for_status()
-                for body in toxic.api_bodies():
-                    response = client.post(f"/proxies/{proxy}/toxics", json=body)
-                    if response.status_code >= 400:
-                        raise LabError(f"toxiproxy refused {toxic.spec()!r}: {response.text.strip()}")
-            state = client.get("/proxies").json()
-    except httpx.HTTPError as error:
+        server.reset()
+        proxies = server.proxies()
+        for toxic in toxics:
+            proxy = proxies[HOPS[toxic.hop]]
+            if toxic.kind == "down":
+                proxy.disable()
+            for body in toxic.api_bodies():
+                try:
+                    proxy.add_toxic(**body)
+                except (InvalidToxic, NotFound, ProxyExists) as refusal:
+                    raise LabError(f"toxiproxy refused {toxic.spec()!r}: {refusal}") from None
+        state = {name: {"enabled": values["enabled"], "toxics": values["toxics"]}
+                 for name, values in _read_proxies(settings).items()}
+    except requests.RequestException as error:
         raise LabError(f"toxiproxy API unreachable on port {settings.toxiproxy_api_port}: "
                        f"{error}") from None
     expected, found = _expected_state(toxics), _found_state(state)
@@ -257,6 +269,19 @@ def apply(settings: LabSettings, toxics: list[Toxic] | tuple[Toxic, ...]) -> Non
         raise LabError(f"toxiproxy did not take the toxics: wanted {sorted(expected)}, "
                        f"found {sorted(found)}")
     logger.info("toxics set: %s", scenario_spec(toxics))
+
+
+def _read_proxies(settings: LabSettings) -> dict:
+    import httpx
+
+    try:
+        response = httpx.get(settings.url(settings.toxiproxy_api_port, "/proxies"),
+                             timeout=API_TIMEOUT_S)
+        response.raise_for_status()
+    except httpx.HTTPError as error:
+        raise LabError(f"toxiproxy API unreachable on port {settings.toxiproxy_api_port}: "
+                       f"{error}") from None
+    return response.json()
 
 
 def _expected_state(toxics) -> set[tuple]:
@@ -279,11 +304,7 @@ def _found_state(proxies: dict) -> set[tuple]:
 
 def active_toxics(settings: LabSettings) -> list[tuple[str, dict]]:
     """(proxy name, toxic) for every toxic the server holds now, read with a plain GET."""
-    import httpx
-
-    response = httpx.get(settings.url(settings.toxiproxy_api_port, "/proxies"), timeout=API_TIMEOUT_S)
-    response.raise_for_status()
-    return [(name, toxic) for name, proxy in response.json().items() for toxic in proxy["toxics"]]
+    return [(name, toxic) for name, proxy in _read_proxies(settings).items() for toxic in proxy["toxics"]]
 
 
 # --- calibration ---------------------------------------------------------------------------
@@ -309,8 +330,8 @@ def calibrate(settings: LabSettings, toxics: list[Toxic] | tuple[Toxic, ...],
                  "error": None}
         try:
             entry["direct_ms"], entry["via_hop_ms"] = _medians_ms(
-                lambda: make_probe(settings, direct=True), lambda: make_probe(settings, direct=False),
-                samples)
+                lambda: make_probe(settings, direct=True),
+                lambda: make_probe(settings, direct=False), samples)
             entry["added_ms"] = round(entry["via_hop_ms"] - entry["direct_ms"], 3)
         except Exception as error:  # any client's error: the hop is broken, which is data here
             entry["error"] = " ".join(f"{type(error).__name__}: {error}".split())[:200]
@@ -376,10 +397,10 @@ def _postgres_probe(settings: LabSettings, direct: bool):
 
     s = settings
     port = s.postgres_port if direct else s.postgres_hop_port
-    connection = psycopg.connect(host=s.host, port=port, user=s.postgres_user,
-                                 password=s.postgres_password, dbname=s.postgres_db,
-                                 connect_timeout=max(1, int(CALIBRATION_TIMEOUT_S)), autocommit=True,
-                                 options=f"-c statement_timeout={int(CALIBRATION_TIMEOUT_S * 1000)}")
+    connection = psycopg.connect(
+        host=s.host, port=port, user=s.postgres_user, password=s.postgres_password,
+        dbname=s.postgres_db, connect_timeout=max(1, int(CALIBRATION_TIMEOUT_S)), autocommit=True,
+        options=f"-c statement_timeout={int(CALIBRATION_TIMEOUT_S * 1000)}")
 
     def send() -> None:
         connection.execute("SELECT 1").fetchone()
