@@ -18,7 +18,11 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROXYLAB = [sys.executable, "-m", "proxylab.cli"]
+# Every stack-starting test module takes its ports from this base, each module a step of 100
+# apart, so `PROXYLAB_TEST_PORT_OFFSET` moves the whole suite away from other labs at once.
 TEST_PORT_OFFSET = int(os.environ.get("PROXYLAB_TEST_PORT_OFFSET", "700"))
+ATTRIBUTION_TEST_PORT_OFFSET = TEST_PORT_OFFSET + 100
+DASHBOARD_TEST_PORT_OFFSET = TEST_PORT_OFFSET + 200
 
 
 @pytest.fixture(scope="session")

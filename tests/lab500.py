@@ -1,7 +1,7 @@
-"""An isolated lab home on ports shifted by 500, for the attribution and fault tests.
+"""An isolated lab home on its own shifted ports, for the attribution and fault tests.
 
-tests/test_native_stack.py uses offset 700 (conftest.lab_env); these tests use their own home
-and offset so both can run on one machine. The home reuses the built LiteLLM and toxiproxy.
+tests/test_native_stack.py uses conftest.lab_env; these tests use their own home and the
+offset conftest gives them (ATTRIBUTION_TEST_PORT_OFFSET) so both can run on one machine. The home reuses the built LiteLLM and toxiproxy.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from conftest import PROXYLAB, REPO_ROOT
+from conftest import ATTRIBUTION_TEST_PORT_OFFSET, PROXYLAB, REPO_ROOT
 from proxylab.settings import LabSettings
 from proxylab.stack import postgres_data_dir
 
-PORT_OFFSET = int(os.environ.get("PROXYLAB_ATTRIBUTION_TEST_PORT_OFFSET", "500"))
+PORT_OFFSET = ATTRIBUTION_TEST_PORT_OFFSET
 
 
 def make_home() -> Path:

@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from conftest import DASHBOARD_TEST_PORT_OFFSET
 from proxylab import load
 from proxylab.settings import LabSettings
 
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.stack
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD_DIR = REPO_ROOT / "grafana" / "dashboards"
 COMPOSE_ONLY = "Compose only:"  # the prefix proxylab.dashboards gives such panels
-PORT_OFFSET = int(os.environ.get("PROXYLAB_DASHBOARD_TEST_PORT_OFFSET", "300"))
+PORT_OFFSET = DASHBOARD_TEST_PORT_OFFSET
 # Stands in for Grafana's $__rate_interval: long enough to cover the burst while the test waits.
 RATE_INTERVAL = "2m"
 BURST_REQUESTS = 300

@@ -6,6 +6,7 @@ import ast
 import importlib.util
 import logging
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,8 @@ from proxylab.importers import (
 from proxylab.rawlog import RAW_COLUMNS, read_raw
 from proxylab.stats import summarize, summarize_raw
 
-SEED_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "seed-logs"
+SEED_DIR = Path(os.environ.get("PROXYLAB_SEED_LOGS")
+                or Path(__file__).resolve().parents[1].parent / "shared" / "data" / "seed-logs")
 SEED_LOGS = sorted(SEED_DIR.glob("*.txt"))
 SEED_PARAMS = [pytest.param(path, id=path.stem) for path in SEED_LOGS] or [
     pytest.param(None, marks=pytest.mark.skip(reason=f"no seed logs found in {SEED_DIR}"))

@@ -94,10 +94,17 @@ def install() -> None:
     console.print(f"installed; {stack.database.reason if stack.database else ''}")
 
 
+# Plan field -> the flag that sets it, so a refusal names what the user typed.
+PLAN_FLAGS = {"callbacks": "--callbacks", "user_modes": "--user-mode", "key_modes": "--key-mode",
+              "llm_latencies_ms": "--llm-latency-ms", "toxics": "--toxic", "repeats": "--repeats",
+              "requests": "--requests", "users": "--users", "spawn_rate": "--spawn-rate",
+              "warmup_requests": "--warmup", "proxy_versions": "--proxy-version"}
+
+
 @app.command()
 def matrix(
     quick: Annotated[bool, typer.Option(help="the small default matrix (the default)")] = True,
-    full: Annotated[bool, typer.Option(help="5000 requests, 50 users, 3 repeats per configuration")] = False,
+    full: Annotated[bool, typer.Option(help="5000 requests, 50 users, 5 repeats per configuration")] = False,
     callbacks: Annotated[Optional[list[str]], typer.Option(help="off, on (repeatable or comma-separated)")] = None,
     user_mode: Annotated[Optional[list[str]], typer.Option(help="none, sequential, random, created")] = None,
     key_mode: Annotated[Optional[list[str]], typer.Option(help="shared, per_user")] = None,
@@ -161,7 +168,8 @@ def matrix(
         plan = MatrixPlan(**{**base.model_dump(), **overrides})
     except ValidationError as error:
         first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "matrix"
+        field = str(first["loc"][0]) if first["loc"] else ""
+        where = PLAN_FLAGS.get(field, field) or "matrix"
         raise LabError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
     settings = _settings()
     from proxylab.matrix import run_matrix

@@ -111,7 +111,10 @@ def run_matrix(settings: LabSettings, plan: MatrixPlan, *, run_id: str | None = 
         raise
     finally:
         summary["finished_at"] = results.now_iso()
-        stack.down()
+        try:
+            stack.down()
+        except Exception:  # noqa: BLE001 - must not replace the exception that got us here
+            logger.exception("stopping the stack failed; run `proxylab down`")
         results.save(run_dir, summary)
         report.write_markdown(run_dir, summary)
         _write_html_report(run_dir, summary)

@@ -84,6 +84,7 @@ class ProcessTable:
         return [RunningProcess(**entry) for entry in entries]
 
     def _save(self, processes: list[RunningProcess]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_suffix(".tmp")
         temporary.write_text(json.dumps([vars(process) for process in processes], indent=2))
         os.replace(temporary, self.path)

@@ -118,8 +118,9 @@ def render_markdown(summary: dict, verdict_lines: list[str] | None = None) -> st
                      f"{'–' if rss is None else f'{rss / 2**20:.0f}'} | {cell['wall_s']:.1f} |")
     warnings = [(cell["cell_id"], text) for cell in cells for text in cell.get("warnings", [])]
     lines += attribution_report.markdown_sections(summary)
-    lines += ["", "## Warnings", ""]
-    lines += [f"- `{identifier}`: {text}" for identifier, text in warnings] or ["None."]
+    lines += ["", "## Cell warnings", ""]
+    lines += [f"- `{identifier}`: {text}" for identifier, text in warnings] or [
+        "None for the cells themselves; the verdicts above carry their own warnings."]
     return "\n".join(lines) + "\n"
 
 
