@@ -11,7 +11,7 @@ import yaml
 from conftest import REPO_ROOT, run_cli
 from proxylab.errors import LabError
 from proxylab.plan import MatrixPlan
-from proxylab.scenarios import Scenario, check_signature, load_scenario
+from proxylab.scenarios import check_signature, load_scenario
 from proxylab.stack import ProxyConfig, proxy_config_document
 from proxylab.versions import adapt_config, version_refusal
 
