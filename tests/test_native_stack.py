@@ -175,6 +175,27 @@ def test_interrupted_matrix_keeps_finished_cells_and_stops_everything(lab_env: d
     assert _lab_processes(lab_env) == []
 
 
+def test_resume_runs_only_the_unfinished_cells(lab_env: dict[str, str]) -> None:
+    run_dir = Path(lab_env["PROXYLAB_RESULTS_DIR"]) / "interrupted"
+    if not (run_dir / "summary.json").exists():
+        pytest.skip("needs the run interrupted by the previous test")
+    before = json.loads((run_dir / "summary.json").read_text())
+    finished_before = {cell["cell_id"]: cell["started_at"] for cell in before["cells"]}
+
+    completed = run_cli(["matrix", "--resume", str(run_dir)], lab_env)
+
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    after = json.loads((run_dir / "summary.json").read_text())
+    assert after["status"] == "complete"
+    assert sorted(cell["cell_id"] for cell in after["cells"]) == sorted(after["order"])
+    # Cells finished before the interruption were kept as they were, not run again.
+    for cell in after["cells"]:
+        if cell["cell_id"] in finished_before:
+            assert cell["started_at"] == finished_before[cell["cell_id"]]
+    assert len(after["resumed_at"]) == 1
+    assert _lab_processes(lab_env) == []
+
+
 def test_killed_cli_then_down_leaves_nothing(lab_env: dict[str, str]) -> None:
     up = subprocess.Popen([*PROXYLAB, "up"], env=lab_env, cwd=REPO_ROOT,
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -123,6 +123,8 @@ def matrix(
     spawn_rate: Annotated[Optional[float], typer.Option(help="users started per second (0: all at once)")] = None,
     warmup: Annotated[Optional[int], typer.Option(help="warm-up requests after each proxy start")] = None,
     run_id: Annotated[Optional[str], typer.Option(help="name of the result directory")] = None,
+    resume: Annotated[Optional[Path], typer.Option(
+        help="an interrupted run's directory: run only its unfinished cells, with its own plan")] = None,
     runtime: RuntimeOption = "native",
 ) -> None:
     """Run a matrix (callbacks x user modes x key modes x repeats) and write its report."""
@@ -175,11 +177,25 @@ def matrix(
     from proxylab.matrix import run_matrix
     from proxylab.runtimes import check_runtime
 
+    finished = 0
+    if resume is not None:
+        from proxylab import results
+
+        if overrides:
+            raise LabError("--resume runs the interrupted run's own plan; drop the other matrix flags")
+        previous = results.load_summary(resume)
+        if previous["status"] == "complete":
+            raise LabError(f"{resume} is complete; there is nothing to resume")
+        plan = MatrixPlan(**previous["plan"])
+        runtime = previous["runtime"]
+        finished = len(previous["cells"])
+        settings = settings.model_copy(update={"results_dir": resume.resolve().parent})
+        run_id = resume.resolve().name
     check_runtime(runtime)
     total = len(plan.configurations()) * plan.repeats
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=False) as progress:
-        task = progress.add_task("matrix cells", total=total)
+        task = progress.add_task("matrix cells", total=total, completed=finished)
 
         def _advance(cell: dict) -> None:
             figures = cell["statistics"]["all"]
@@ -189,7 +205,8 @@ def matrix(
                 f"p95 {'–' if p95 is None else f'{p95 / 1000:.3f}'} s")
             progress.advance(task)
 
-        run_dir = run_matrix(settings, plan, run_id=run_id, on_cell=_advance, runtime=runtime)
+        run_dir = run_matrix(settings, plan, run_id=run_id, on_cell=_advance, runtime=runtime,
+                             resume=resume is not None)
     print(f"report: {run_dir / 'report.md'}")
 
 

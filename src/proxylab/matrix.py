@@ -49,34 +49,52 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 
 def run_matrix(settings: LabSettings, plan: MatrixPlan, *, run_id: str | None = None,
-               on_cell: Callable[[dict], None] | None = None, runtime: str = "native") -> Path:
-    """Run every cell of `plan` on a fresh stack of `runtime`; return the result directory."""
+               on_cell: Callable[[dict], None] | None = None, runtime: str = "native",
+               resume: bool = False) -> Path:
+    """Run every cell of `plan` on a fresh stack of `runtime`; return the result directory.
+
+    With `resume`, `run_id` names an interrupted run: its plan and runtime are taken from its
+    summary.json and only the cells it has not finished are run, into the same directory.
+    """
     run_id = run_id or results.new_run_id()
     run_dir = settings.results_dir / run_id
-    if run_dir.exists():
+    previous = None
+    if resume:
+        previous = results.load_summary(run_dir)
+        plan = MatrixPlan(**previous["plan"])
+        runtime = previous["runtime"]
+    elif run_dir.exists():
         raise LabError(f"result directory {run_dir} already exists; choose another --run-id")
     stack = make_stack(settings, runtime, log_dir=run_dir / "logs", tie_to_parent=True)
     stack._refuse_if_running()
     stack.prepare()
     _refuse_modes_without_database(plan, stack)
     releases = prepare_proxy_versions(settings, plan)
-    run_dir.mkdir(parents=True)
+    run_dir.mkdir(parents=True, exist_ok=resume)
     configs = plan.configurations()
     order = [(config, repeat) for config in configs for repeat in range(1, plan.repeats + 1)]
-    summary = results.new_summary(
-        run_id=run_id, plan=plan.model_dump(), runtime=runtime,
-        database=asdict(stack.database),
-        order=[cell_id(config, repeat) for config, repeat in order],
-        metadata={
-            "versions": stack.component_versions(),
-            "machine": metadata.machine(), "git": metadata.git_commit(),
-            # The mock inherits these from the lab's environment: its latency, errors, streaming.
-            "mock_llm_env": attribution.mock_llm_environment(),
-        },
-    )
-    summary["proxy_releases"] = releases
+    if previous is not None:
+        summary = previous
+        finished = {cell["cell_id"] for cell in summary["cells"]}
+        order = [(config, repeat) for config, repeat in order if cell_id(config, repeat) not in finished]
+        summary["status"] = "running"
+        summary.setdefault("resumed_at", []).append(results.now_iso())
+        logger.info("resuming %s: %d cells finished, %d to run", run_id, len(finished), len(order))
+    else:
+        summary = results.new_summary(
+            run_id=run_id, plan=plan.model_dump(), runtime=runtime,
+            database=asdict(stack.database),
+            order=[cell_id(config, repeat) for config, repeat in order],
+            metadata={
+                "versions": stack.component_versions(),
+                "machine": metadata.machine(), "git": metadata.git_commit(),
+                # The mock inherits these from the lab's environment: its latency, errors, streaming.
+                "mock_llm_env": attribution.mock_llm_environment(),
+            },
+        )
+        summary["proxy_releases"] = releases
     results.save(run_dir, summary)
-    logger.info("matrix %s: %d cells into %s", run_id, len(order), run_dir)
+    logger.info("matrix %s: %d cells to run into %s", run_id, len(order), run_dir)
     try:
         with _terminate_as_interrupt():
             stack.up(proxy=None)
