@@ -166,3 +166,25 @@ def test_matrix_over_two_releases_records_each(lab_env: dict) -> None:
     assert summary["proxy_releases"]["1.108.7"]["installed"] == "1.108.7"
     assert all(cell["statistics"]["all"]["failed"] == 0 for cell in summary["cells"])
     assert "LiteLLM 1.99.0:" in (run_dir / "report.md").read_text()
+
+
+@pytest.mark.parametrize(("order", "expected"), [
+    ("grouped", ["off1", "off2", "off3", "on1", "on2", "on3"]),
+    ("abba", ["off1", "on1", "on2", "off2", "off3", "on3"]),
+])
+def test_cell_order_interleaves_configurations(order: str, expected: list[str]) -> None:
+    plan = MatrixPlan(callbacks=[False, True], user_modes=["none"], repeats=3, order=order)
+
+    assert [("on" if config.callbacks else "off") + str(repeat)
+            for config, repeat in plan.cell_order()] == expected
+
+
+def test_random_order_is_seeded_and_keeps_one_block_per_repeat() -> None:
+    def order(seed: int) -> list[tuple[bool, int]]:
+        plan = MatrixPlan(callbacks=[False, True], user_modes=["none", "random"], repeats=4,
+                          order="random", order_seed=seed)
+        return [(config.config_id, repeat) for config, repeat in plan.cell_order()]
+
+    assert order(7) == order(7)
+    assert [repeat for _, repeat in order(7)] == [1] * 4 + [2] * 4 + [3] * 4 + [4] * 4
+    assert any(order(seed) != order(7) for seed in range(8, 20))

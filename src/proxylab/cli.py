@@ -98,7 +98,7 @@ def install() -> None:
 PLAN_FLAGS = {"callbacks": "--callbacks", "user_modes": "--user-mode", "key_modes": "--key-mode",
               "llm_latencies_ms": "--llm-latency-ms", "toxics": "--toxic", "repeats": "--repeats",
               "requests": "--requests", "users": "--users", "spawn_rate": "--spawn-rate",
-              "warmup_requests": "--warmup", "proxy_versions": "--proxy-version"}
+              "warmup_requests": "--warmup", "proxy_versions": "--proxy-version", "order": "--order"}
 
 
 @app.command()
@@ -123,6 +123,8 @@ def matrix(
     spawn_rate: Annotated[Optional[float], typer.Option(help="users started per second (0: all at once)")] = None,
     warmup: Annotated[Optional[int], typer.Option(help="warm-up requests after each proxy start")] = None,
     run_id: Annotated[Optional[str], typer.Option(help="name of the result directory")] = None,
+    order: Annotated[Optional[str], typer.Option(
+        help="grouped (fewest proxy restarts), abba or random (interleaved blocks, one per repeat)")] = None,
     resume: Annotated[Optional[Path], typer.Option(
         help="an interrupted run's directory: run only its unfinished cells, with its own plan")] = None,
     runtime: RuntimeOption = "native",
@@ -163,7 +165,7 @@ def matrix(
             raise LabError("--profile needs py-spy; run `uv sync` (it is in the lab's environment)")
         overrides["profile"] = True
     for name, value in (("repeats", repeats), ("requests", requests), ("users", users),
-                        ("spawn_rate", spawn_rate), ("warmup_requests", warmup)):
+                        ("spawn_rate", spawn_rate), ("warmup_requests", warmup), ("order", order)):
         if value is not None:
             overrides[name] = value
     try:

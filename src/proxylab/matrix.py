@@ -72,7 +72,7 @@ def run_matrix(settings: LabSettings, plan: MatrixPlan, *, run_id: str | None = 
     releases = prepare_proxy_versions(settings, plan)
     run_dir.mkdir(parents=True, exist_ok=resume)
     configs = plan.configurations()
-    order = [(config, repeat) for config in configs for repeat in range(1, plan.repeats + 1)]
+    order = plan.cell_order()
     if previous is not None:
         summary = previous
         finished = {cell["cell_id"] for cell in summary["cells"]}

@@ -5,6 +5,7 @@ Kept apart from the runner so that checking a plan imports nothing heavy.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 from pydantic import BaseModel, Field, field_validator
@@ -41,6 +42,11 @@ class MatrixPlan(BaseModel):
     proxy_versions: list[str] = []
     # Proxy settings for every configuration, by config section (e.g. general_settings).
     proxy_settings: dict[str, dict] = {}
+    # grouped: all repeats of a configuration in a row (fewest proxy restarts); abba: one block
+    # of configurations per repeat, every other block reversed; random: each block shuffled
+    # with `order_seed`. Interleaving spreads drift of the machine over all configurations.
+    order: str = Field("grouped", pattern="^(grouped|abba|random)$")
+    order_seed: int = 1
 
     @field_validator("proxy_versions")
     @classmethod
@@ -108,9 +114,27 @@ class MatrixPlan(BaseModel):
                 for key_mode in self.key_modes]
 
 
+    def cell_order(self) -> list[tuple["CellConfig", int]]:
+        """(configuration, repeat) in the order the cells run; the same plan gives the same order."""
+        configs = self.configurations()
+        repeats = range(1, self.repeats + 1)
+        if self.order == "grouped":
+            return [(config, repeat) for config in configs for repeat in repeats]
+        shuffler = random.Random(self.order_seed)
+        order = []
+        for repeat in repeats:
+            block = list(configs)
+            if self.order == "abba" and repeat % 2 == 0:
+                block.reverse()
+            elif self.order == "random":
+                shuffler.shuffle(block)
+            order += [(config, repeat) for config in block]
+        return order
+
+
 QUICK_PLAN = MatrixPlan()
 # Five repeats: with three, a rank test over runs can never reach p < 0.05.
-FULL_PLAN = MatrixPlan(repeats=5, requests=5000, users=50)
+FULL_PLAN = MatrixPlan(repeats=5, requests=5000, users=50, order="abba")
 
 
 @dataclass(frozen=True)
