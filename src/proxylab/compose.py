@@ -300,7 +300,7 @@ class ComposeStack:
 
     def up(self, proxy: ProxyConfig | None = ProxyConfig()) -> None:
         """Start the lab's services and wait until Docker reports them healthy."""
-        self._refuse_if_running()
+        self.refuse_if_running()
         self.prepare(proxy.version if proxy else None)
         try:
             self._compose(
@@ -341,7 +341,7 @@ class ComposeStack:
             for container in containers
         ]
 
-    def _refuse_if_running(self) -> None:
+    def refuse_if_running(self) -> None:
         require_engine()
         running = sorted({container.service for container in self._containers()})
         if running:

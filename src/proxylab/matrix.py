@@ -66,7 +66,7 @@ def run_matrix(settings: LabSettings, plan: MatrixPlan, *, run_id: str | None = 
     elif run_dir.exists():
         raise LabError(f"result directory {run_dir} already exists; choose another --run-id")
     stack = make_stack(settings, runtime, log_dir=run_dir / "logs", tie_to_parent=True)
-    stack._refuse_if_running()
+    stack.refuse_if_running()
     stack.prepare()
     _refuse_modes_without_database(plan, stack)
     releases = prepare_proxy_versions(settings, plan)

@@ -153,7 +153,7 @@ class NativeStack:
 
     def up(self, proxy: ProxyConfig | None = ProxyConfig()) -> None:
         """Install what is missing, then start every service; on any failure stop them all."""
-        self._refuse_if_running()
+        self.refuse_if_running()
         if self.proxy_venv is None:
             self.prepare(proxy.version if proxy else None)
         try:
@@ -190,7 +190,7 @@ class NativeStack:
             statuses.append(ServiceStatus(record.name, record.pid, alive, record.log_path))
         return statuses
 
-    def _refuse_if_running(self) -> None:
+    def refuse_if_running(self) -> None:
         records = self.table.load()
         alive = [record.name for record in records if record.as_psutil() is not None]
         if alive:
