@@ -73,13 +73,12 @@ class Calibration:
 
 def _within_spread(runs: Sequence[verdicts.Run], options: verdicts.VerdictOptions,
                    rng: np.random.Generator) -> np.ndarray:
-    """Mean within-run variance of each statistic from resampled requests (relative or pp²)."""
+    """Mean within-run variance of each statistic from block-resampled requests (relative or pp²)."""
     shares = np.array([verdicts.is_share(name) for name in options.statistics])
     variances = []
     for run in runs:
-        latency_ms = run.latency_ms(options.split)
-        n = latency_ms.size
-        resampled = latency_ms[rng.integers(0, n, size=(WITHIN_RUN_BOOTSTRAP_SAMPLES, n))]
+        latency_ms = verdicts.send_ordered_latency_ms(run, options.split)
+        resampled = verdicts.block_resamples(latency_ms, WITHIN_RUN_BOOTSTRAP_SAMPLES, rng)
         values = verdicts.statistics_matrix(resampled, options.statistics)
         point = verdicts.statistics_matrix(latency_ms, options.statistics)[0]
         variance = values.var(axis=0, ddof=1)
@@ -129,9 +128,8 @@ def calibrate(runs: Sequence[verdicts.Run], *, repeats: int | None = None,
     total_variance = pooled / df
     means /= len(used)
     rng = np.random.default_rng([options.seed, 0xA0A0])
-    # TODO: resampling requests treats them as independent, so the within-run part is
-    # underestimated and drift overestimated when requests are correlated; the extrapolation
-    # to more requests per run then promises too little, never too much.
+    # The within-run part comes from block resampling (correlated neighbours kept together);
+    # its extrapolation to other run lengths assumes the same correlation at every length.
     within_variance = _within_spread(used, options, rng)
     # Upper bound of a variance from df degrees of freedom: df * s^2 / chi2(0.05; df).
     upper_factor = math.sqrt(df / scipy_stats.chi2.ppf(0.05, df))

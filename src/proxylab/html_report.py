@@ -320,7 +320,7 @@ def _verdict_table(comparisons: Sequence[verdicts.Comparison]) -> str:
                         f"{verdicts.format_effect(verdict.ci_high, unit)}")
             mde = "–" if verdict.mde is None else f"±{abs(verdict.mde):.1f} {unit}"
             rank = "–" if verdict.rank_p is None else f"{verdict.rank_p:.3f}"
-            weaker = (" (weaker: requests resampled)"
+            weaker = (" (weaker: one run, request blocks resampled)"
                       if verdict.method == verdicts.METHOD_REQUESTS else "")
             css = ' class="significant"' if verdict.significant else ""
             body.append(
