@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from lab500 import PORT_OFFSET, make_home, stop_and_remove
-from proxylab import attribution, attribution_report, toxics
+from proxylab import attribution, attribution_report, state_reset, toxics
 from proxylab.settings import LabSettings
 from proxylab.stack import NativeStack
 from proxylab.toxics import parse_scenario
@@ -244,3 +244,50 @@ def test_timeout_toxic_cuts_the_connection_after_its_time(services: LabSettings)
     elapsed_s = time.perf_counter() - started
 
     assert 0.25 <= elapsed_s <= 1.5, f"cut after {elapsed_s:.2f} s"
+
+
+def test_state_reset_empties_what_requests_wrote_and_keeps_the_labs_end_users(
+        services: LabSettings) -> None:
+    s = services
+    connect = dict(host=s.host, port=s.postgres_port, user=s.postgres_user,
+                   password=s.postgres_password, dbname=s.postgres_db, autocommit=True)
+    tables = ('"LiteLLM_SpendLogs"', '"LiteLLM_DailyUserSpend"', '"LiteLLM_EndUserTable"',
+              '"LiteLLM_VerificationToken"')
+    with psycopg.connect(**connect) as connection:
+        # The columns the reset touches, as LiteLLM's schema.prisma names them.
+        connection.execute('CREATE TABLE "LiteLLM_SpendLogs" (request_id text, spend float)')
+        connection.execute('CREATE TABLE "LiteLLM_DailyUserSpend" (id text, spend float)')
+        connection.execute('CREATE TABLE "LiteLLM_EndUserTable" (user_id text, spend float)')
+        connection.execute('CREATE TABLE "LiteLLM_VerificationToken" (token text, spend float)')
+        connection.execute("INSERT INTO \"LiteLLM_SpendLogs\" VALUES ('r1', 0.1), ('r2', 0.2)")
+        connection.execute("INSERT INTO \"LiteLLM_DailyUserSpend\" VALUES ('d1', 0.3)")
+        connection.execute("INSERT INTO \"LiteLLM_EndUserTable\" VALUES ('kept-1', 2.0), "
+                           "('seen-in-a-cell', 1.0), ('seen-too', 1.0)")
+        connection.execute("INSERT INTO \"LiteLLM_VerificationToken\" VALUES ('sk-1', 5.0)")
+    cache = redis.Redis(host=s.host, port=s.redis_port)
+    try:
+        cache.set("router-usage", 3)
+        without = state_reset.reset_between_cells(s, database_available=False,
+                                                  database_reason="no Prisma engines")
+        assert without == {"redis": "flushed", "database": "no DB: no Prisma engines"}
+        assert cache.get("router-usage") is None
+        with psycopg.connect(**connect) as connection:
+            assert connection.execute('SELECT count(*) FROM "LiteLLM_SpendLogs"').fetchone() == (2,)
+
+        cache.set("router-usage", 3)
+        record = state_reset.reset_between_cells(s, database_available=True, database_reason="",
+                                                 kept_end_users=["kept-1"])
+        assert cache.get("router-usage") is None
+        assert record["database"] == {
+            "truncated": ["LiteLLM_SpendLogs", "LiteLLM_DailyUserSpend"],
+            "spend_zeroed": ["LiteLLM_VerificationToken", "LiteLLM_EndUserTable"],
+            "end_users_removed": 2, "end_users_kept": 1}
+        with psycopg.connect(**connect) as connection:
+            assert connection.execute('SELECT count(*) FROM "LiteLLM_SpendLogs"').fetchone() == (0,)
+            assert connection.execute(
+                'SELECT user_id, spend FROM "LiteLLM_EndUserTable"').fetchall() == [("kept-1", 0.0)]
+            assert connection.execute(
+                'SELECT spend FROM "LiteLLM_VerificationToken"').fetchall() == [(0.0,)]
+    finally:
+        with psycopg.connect(**connect) as connection:
+            connection.execute("DROP TABLE IF EXISTS " + ", ".join(tables))

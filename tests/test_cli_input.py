@@ -18,6 +18,7 @@ from conftest import run_cli
         (["matrix", "--requests", "0"], "requests"),
         (["matrix", "--users", "-3"], "users"),
         (["matrix", "--repeats", "0"], "repeats"),
+        (["matrix", "--replicas", "0"], "--replicas: Input should be greater than or equal to 1"),
         (["matrix", "--users", "50", "--requests", "10"], "50 users need at least as many requests"),
         (["matrix", "--callbacks", "maybe"], "--callbacks takes on or off"),
         (["matrix", "--llm-latency-ms", "-5"], "latencies must be zero or positive"),

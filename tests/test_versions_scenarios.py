@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import yaml
 
 from conftest import REPO_ROOT, run_cli
+from proxylab import verdicts
 from proxylab.errors import LabError
 from proxylab.plan import MatrixPlan
 from proxylab.scenarios import check_signature, load_scenario
@@ -188,3 +190,21 @@ def test_random_order_is_seeded_and_keeps_one_block_per_repeat() -> None:
     assert order(7) == order(7)
     assert [repeat for _, repeat in order(7)] == [1] * 4 + [2] * 4 + [3] * 4 + [4] * 4
     assert any(order(seed) != order(7) for seed in range(8, 20))
+
+
+def test_replicas_are_twins_with_their_own_proxy_start_and_an_axis_of_their_own() -> None:
+    plan = MatrixPlan(callbacks=[False], user_modes=["none"], replicas=2, repeats=2, order="abba")
+    ids = [f"{config.config_id}.r{repeat}" for config, repeat in plan.cell_order()]
+
+    assert ids == ["callbacks-off.user-none.key-shared.replica-1.r1",
+                   "callbacks-off.user-none.key-shared.replica-2.r1",
+                   "callbacks-off.user-none.key-shared.replica-2.r2",
+                   "callbacks-off.user-none.key-shared.replica-1.r2"]
+    first, second = plan.configurations()
+    assert first.proxy_group() != second.proxy_group()
+    planned = verdicts.plan_comparisons({c.config_id: asdict(c) for c in plan.configurations()})
+    assert [(p.axis, p.baseline, p.candidate) for p in planned] == [
+        ("replica", first.config_id, second.config_id)]
+    # Without replicas the configuration and its name are as before.
+    assert MatrixPlan(callbacks=[False], user_modes=["none"]).configurations()[0].config_id == (
+        "callbacks-off.user-none.key-shared")

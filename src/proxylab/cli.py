@@ -98,7 +98,8 @@ def install() -> None:
 PLAN_FLAGS = {"callbacks": "--callbacks", "user_modes": "--user-mode", "key_modes": "--key-mode",
               "llm_latencies_ms": "--llm-latency-ms", "toxics": "--toxic", "repeats": "--repeats",
               "requests": "--requests", "users": "--users", "spawn_rate": "--spawn-rate",
-              "warmup_requests": "--warmup", "proxy_versions": "--proxy-version", "order": "--order"}
+              "warmup_requests": "--warmup", "proxy_versions": "--proxy-version", "order": "--order",
+              "replicas": "--replicas"}
 
 
 @app.command()
@@ -118,6 +119,9 @@ def matrix(
         help="LiteLLM release, one configuration per value (repeatable or comma-separated)")] = None,
     profile: Annotated[bool, typer.Option(help="py-spy profile of the proxy in each cell")] = False,
     repeats: Annotated[Optional[int], typer.Option(help="runs per configuration")] = None,
+    replicas: Annotated[Optional[int], typer.Option(
+        help="identical twins of every configuration, each with its own proxy start: an A/A "
+             "check of the whole pipeline (replica 2 vs 1 must show no difference)")] = None,
     requests: Annotated[Optional[int], typer.Option(help="requests per cell")] = None,
     users: Annotated[Optional[int], typer.Option(help="concurrent simulated users")] = None,
     spawn_rate: Annotated[Optional[float], typer.Option(help="users started per second (0: all at once)")] = None,
@@ -164,8 +168,9 @@ def matrix(
         if profiler_binary() is None:
             raise LabError("--profile needs py-spy; run `uv sync` (it is in the lab's environment)")
         overrides["profile"] = True
-    for name, value in (("repeats", repeats), ("requests", requests), ("users", users),
-                        ("spawn_rate", spawn_rate), ("warmup_requests", warmup), ("order", order)):
+    for name, value in (("repeats", repeats), ("replicas", replicas), ("requests", requests),
+                        ("users", users), ("spawn_rate", spawn_rate), ("warmup_requests", warmup),
+                        ("order", order)):
         if value is not None:
             overrides[name] = value
     try:

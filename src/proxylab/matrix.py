@@ -20,9 +20,8 @@ from itertools import groupby
 from pathlib import Path
 
 import httpx
-import redis
 
-from proxylab import attribution, install, load, metadata, report, results, toxics
+from proxylab import attribution, install, load, metadata, report, results, state_reset, toxics
 from proxylab.errors import LabError
 from proxylab.plan import DB_KEY_MODES, DB_USER_MODES, CellConfig, MatrixPlan
 from proxylab.rawlog import read_raw
@@ -222,25 +221,22 @@ def warm_up(settings: LabSettings, count: int, concurrency: int,
     return {"requests": count, "failed": failures}
 
 
-def _reset_between_cells(settings: LabSettings) -> None:
-    # Router usage counters from the previous cell would otherwise carry over.
-    redis.Redis(host=settings.host, port=settings.redis_port, socket_timeout=5).flushall()
-
-
 def _run_cell(settings: LabSettings, stack: NativeStack, plan: MatrixPlan, run_dir: Path,
               config: CellConfig, repeat: int, warmup: dict[str, int]) -> dict:
     identifier = cell_id(config, repeat)
     cell_dir = run_dir / "cells" / identifier
-    _reset_between_cells(settings)
+    database = stack.database
+    has_database = bool(database and database.available)
+    database_reason = database.reason if database else "no DB"
+    reset = state_reset.reset_between_cells(settings, database_available=has_database,
+                                            database_reason=database_reason)
     spec = load.LoadSpec(config_id=config.config_id, total_requests=plan.requests, users=plan.users,
                          spawn_rate=plan.spawn_rate or plan.users, user_mode=config.user_mode,
                          key_mode=config.key_mode, max_run_time_s=plan.max_cell_time_s,
                          stream=plan.stream)
     logger.info("cell %s: %d requests from %d users", identifier, plan.requests, plan.users)
     started_at = results.now_iso()
-    database = stack.database
-    probe = attribution.begin(settings, database=bool(database and database.available),
-                              database_reason=database.reason if database else "no DB",
+    probe = attribution.begin(settings, database=has_database, database_reason=database_reason,
                               cell_dir=cell_dir, proxy_pid=stack.proxy_pid(), profile=plan.profile)
     outcome = load.run_load(settings, spec, cell_dir, stack.proxy_pid())
     cell = results.cell_record(
@@ -249,6 +245,7 @@ def _run_cell(settings: LabSettings, stack: NativeStack, plan: MatrixPlan, run_d
         started_at=started_at, load=outcome, warmup=warmup,
         generator_cpu_warn_percent=GENERATOR_CPU_WARN_PERCENT,
     )
+    cell["state_reset"] = reset
     cell["attribution"] = attribution.finish(settings, probe, read_raw(outcome.raw_path),
                                              run_dir=run_dir)
     results.write_json_atomic(cell_dir / "cell.json", cell)

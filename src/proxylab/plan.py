@@ -27,6 +27,10 @@ class MatrixPlan(BaseModel):
     key_modes: list[str] = ["shared"]
     llm_latencies_ms: list[int] = [0]
     repeats: int = Field(1, ge=1)
+    # Identical twins of every configuration for A/A checks: each replica is its own
+    # configuration with its own proxy start, so the verdicts between replicas show what the
+    # whole pipeline calls a difference when there is none.
+    replicas: int = Field(1, ge=1, le=9)
     requests: int = Field(500, ge=1)
     users: int = Field(20, ge=1)
     spawn_rate: float = Field(0.0, ge=0)  # 0: all users at once, like the original script
@@ -105,7 +109,9 @@ class MatrixPlan(BaseModel):
 
     def configurations(self) -> list["CellConfig"]:
         """Every configuration, grouped so the proxy restarts as rarely as possible."""
-        return [CellConfig(callbacks, user_mode, key_mode, latency_ms, toxics, version)
+        replicas = range(1, self.replicas + 1) if self.replicas > 1 else [0]
+        return [CellConfig(callbacks, user_mode, key_mode, latency_ms, toxics, version, replica)
+                for replica in replicas
                 for version in self.proxy_versions or [""]
                 for toxics in self.toxics
                 for latency_ms in self.llm_latencies_ms
@@ -145,6 +151,7 @@ class CellConfig:
     llm_latency_ms: int = 0
     toxics: str = NO_TOXIC  # canonical scenario text, see toxics.parse_scenario
     proxy_version: str = ""  # LiteLLM release; empty: the lab's pinned one
+    replica: int = 0  # 1..N: an identical twin for A/A checks; 0: no replicas in the plan
 
     @property
     def config_id(self) -> str:
@@ -157,8 +164,10 @@ class CellConfig:
             parts.append("faults-" + "_".join(slugs))
         if self.proxy_version:
             parts.insert(0, f"litellm-{self.proxy_version}")
+        if self.replica:
+            parts.append(f"replica-{self.replica}")
         return ".".join(parts)
 
     def proxy_group(self) -> tuple:
         """Cells with the same group share one proxy process: what the proxy runs with."""
-        return (self.proxy_version, self.callbacks, self.llm_latency_ms, self.toxics)
+        return (self.replica, self.proxy_version, self.callbacks, self.llm_latency_ms, self.toxics)
