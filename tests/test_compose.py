@@ -554,7 +554,7 @@ if "up" in args and "litellm" in args:
 def test_compose_stack_drives_docker_compose(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lab_settings: LabSettings
 ) -> None:
-    from proxylab.stack import PROMETHEUS_CALLBACK, ProxyConfig
+    from proxylab.stack import PROMETHEUS_CALLBACK, ProxyConfig, render_proxy_config
 
     log = tmp_path / "calls.jsonl"
     script = tmp_path / "docker"
@@ -572,6 +572,10 @@ def test_compose_stack_drives_docker_compose(
     stack.up(proxy=None)
     stack.restart_proxy(ProxyConfig(callbacks=(PROMETHEUS_CALLBACK,)))
     stack.restart_proxy(ProxyConfig())
+    # An older release needs an adapted config; its own rendered file must be the one used.
+    older = ProxyConfig(callbacks=(PROMETHEUS_CALLBACK,), version="1.81.8")
+    stack.restart_proxy(older)
+    older_file = compose.write_proxy_variant(older, tmp_path / "rendered")
     pid = stack.proxy_pid()
     with pytest.raises(Exception, match="callbacks"):
         stack.restart_proxy(ProxyConfig(callbacks=("langfuse",)))
@@ -583,7 +587,13 @@ def test_compose_stack_drives_docker_compose(
     ups = [call for call in compose_calls if "up" in call["args"]]
     assert ups[0]["args"][-len(compose.LAB_SERVICES) :] == list(compose.LAB_SERVICES)
     assert "--wait" in ups[0]["args"]
-    assert [call["callbacks"] for call in ups[1:]] == ["on", "off"]
+    older_variant = compose.proxy_variant(older)
+    assert older_variant.startswith("on.") and older_variant != "on"
+    assert [call["callbacks"] for call in ups[1:]] == ["on", "off", older_variant]
+    assert older_file.name == f"config.callbacks-{older_variant}.yaml"
+    assert older_file.read_text() == render_proxy_config(older)
+    assert render_proxy_config(older) != render_proxy_config(ProxyConfig(
+        callbacks=(PROMETHEUS_CALLBACK,)))
     assert all(
         call["args"][-1] == "litellm" and "--force-recreate" in call["args"] for call in ups[1:]
     )

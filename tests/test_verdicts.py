@@ -7,6 +7,7 @@ log-normal latencies (median 300 ms, shape 0.5) and a 3 % run-to-run drift.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -405,3 +406,18 @@ def test_vectorised_rank_tests_match_scipy_column_by_column() -> None:
         assert p_values[column] == pytest.approx(expected)
     assert p_values[2] == 1.0  # every run the same: nothing to rank
     assert verdicts.rank_tests(values_b[:1], values_c) == [None, None, None]
+
+
+def test_runs_sharing_one_proxy_start_are_flagged() -> None:
+    rng = np.random.default_rng(3)
+
+    def runs(config_id: str, starts: list[int]) -> list[verdicts.Run]:
+        return [dataclasses.replace(run, proxy_start=start) for run, start in
+                zip(synthetic.runs(rng, len(starts), 500, config_id), starts)]
+
+    grouped = verdicts.compare_runs(runs("a", [1, 1, 1, 1]), runs("b", [2, 2, 2, 2]), label="g")
+    interleaved = verdicts.compare_runs(runs("a", [1, 4, 5, 8]), runs("b", [2, 3, 6, 7]), label="i")
+
+    assert any("came from 1 proxy start(s)" in str(w) and "--order abba" in str(w)
+               for w in grouped.warnings)
+    assert not any("proxy start" in str(w) for w in interleaved.warnings)

@@ -25,9 +25,12 @@ BASE_MS, CANDIDATE_MS = 200, 230
 @pytest.fixture(scope="module")
 def injected_run(lab_env: dict[str, str]) -> Path:
     # Two users: requests hardly queue in the proxy, so the toxic's extra time shows in full.
+    # Interleaved: every cell gets its own proxy start, so the runs carry the differences
+    # between proxy processes (grouped, replica 2 once came out 6 % faster than replica 1).
     completed = run_cli(["matrix", "--callbacks", "off", "--user-mode", "none", "--llm-latency-ms",
                          f"{BASE_MS},{CANDIDATE_MS}", "--repeats", "4", "--requests", "80", "--users",
-                         "2", "--warmup", "10", "--replicas", "2", "--run-id", "verdicts-live"], lab_env)
+                         "2", "--warmup", "10", "--replicas", "2", "--order", "abba",
+                         "--run-id", "verdicts-live"], lab_env)
     assert completed.returncode == 0, completed.stderr[-3000:]
     return Path(lab_env["PROXYLAB_RESULTS_DIR"]) / "verdicts-live"
 

@@ -99,7 +99,7 @@ PLAN_FLAGS = {"callbacks": "--callbacks", "user_modes": "--user-mode", "key_mode
               "llm_latencies_ms": "--llm-latency-ms", "toxics": "--toxic", "repeats": "--repeats",
               "requests": "--requests", "users": "--users", "spawn_rate": "--spawn-rate",
               "warmup_requests": "--warmup", "proxy_versions": "--proxy-version", "order": "--order",
-              "replicas": "--replicas"}
+              "replicas": "--replicas", "end_user_max_budget": "--end-user-budget"}
 
 
 @app.command()
@@ -119,6 +119,8 @@ def matrix(
         help="LiteLLM release, one configuration per value (repeatable or comma-separated)")] = None,
     profile: Annotated[bool, typer.Option(help="py-spy profile of the proxy in each cell")] = False,
     repeats: Annotated[Optional[int], typer.Option(help="runs per configuration")] = None,
+    end_user_budget: Annotated[Optional[float], typer.Option(
+        help="max budget (USD) of each end user the `created` user mode makes (needs the proxy's DB)")] = None,
     replicas: Annotated[Optional[int], typer.Option(
         help="identical twins of every configuration, each with its own proxy start: an A/A "
              "check of the whole pipeline (replica 2 vs 1 must show no difference)")] = None,
@@ -170,7 +172,7 @@ def matrix(
         overrides["profile"] = True
     for name, value in (("repeats", repeats), ("replicas", replicas), ("requests", requests),
                         ("users", users), ("spawn_rate", spawn_rate), ("warmup_requests", warmup),
-                        ("order", order)):
+                        ("order", order), ("end_user_max_budget", end_user_budget)):
         if value is not None:
             overrides[name] = value
     try:

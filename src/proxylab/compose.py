@@ -13,6 +13,7 @@ its published port on 127.0.0.1.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import os
@@ -77,8 +78,8 @@ LAB_SERVICES = (
 )
 
 # Callback settings that have a rendered proxy config; PROXYLAB_PROXY_CALLBACKS picks one.
-# TODO: one variant per callback setting only; a LiteLLM version that needs an adapted config
-# (the version axis) is not rendered for Compose yet.
+# A configuration that differs from both (a release that needs an adapted config, proxy
+# settings of a scenario) gets its own file, "<variant>.<digest>", written before its start.
 PROXY_VARIANTS = {"off": ProxyConfig(), "on": ProxyConfig(callbacks=(PROMETHEUS_CALLBACK,))}
 GRAFANA_ANNOTATION_TAG = "proxylab"
 DOCKER_TIMEOUT_S = 60.0
@@ -215,14 +216,32 @@ def compose_environment(
 
 
 def proxy_variant(config: ProxyConfig) -> str:
-    """Name of the rendered proxy config that matches `config`'s callbacks."""
+    """Name of the rendered proxy config for `config`: `on`, `off` or `on.<digest>` etc.
+
+    The digest is of the rendered file, so a release or settings that change nothing in the
+    config share the plain variant.
+    """
     for name, variant in PROXY_VARIANTS.items():
         if variant.callbacks == config.callbacks:
-            return name
+            content = render_proxy_config(config)
+            if content == render_proxy_config(variant):
+                return name
+            return f"{name}.{hashlib.sha256(content.encode()).hexdigest()[:10]}"
     raise LabError(
         f"the Compose runtime has proxy configs for callbacks {sorted(PROXY_VARIANTS)} "
         f"only, not {list(config.callbacks)}"
     )
+
+
+def write_proxy_variant(config: ProxyConfig, target: Path | None = None) -> Path:
+    """The rendered file of `config`'s variant below `target` (written if it is not there)."""
+    target = RENDER_DIR if target is None else target
+    path = target / "litellm" / f"config.callbacks-{proxy_variant(config)}.yaml"
+    content = render_proxy_config(config)
+    if not path.exists() or path.read_text() != content:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+    return path
 
 
 def engine_problem() -> str | None:
@@ -357,7 +376,7 @@ class ComposeStack:
 
     def start_proxy(self, config: ProxyConfig) -> None:
         """(Re)create the proxy's container with `config` and wait until it is healthy."""
-        proxy_variant(config)  # refuses a callback set without a rendered config
+        write_proxy_variant(config)  # refuses a callback set without a rendered config
         self.proxy_config = config
         self._compose(
             [

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import httpx
 
-from proxylab import attribution, install, load, metadata, report, results, state_reset, toxics
+from proxylab import (attribution, install, load, metadata, provision, report, results,
+                      state_reset, toxics)
 from proxylab.errors import LabError
 from proxylab.plan import DB_KEY_MODES, DB_USER_MODES, CellConfig, MatrixPlan
 from proxylab.rawlog import read_raw
@@ -97,6 +98,9 @@ def run_matrix(settings: LabSettings, plan: MatrixPlan, *, run_id: str | None = 
     try:
         with _terminate_as_interrupt():
             stack.up(proxy=None)
+            # Numbered across resumes, so runs of one proxy process can be told apart later.
+            proxy_start = max((cell.get("proxy_start", 0) for cell in summary["cells"]), default=0)
+            provisioned: provision.Provisioned | None = None
             for _group, group_cells in groupby(order, key=lambda item: item[0].proxy_group()):
                 group_cells = list(group_cells)
                 first_config = group_cells[0][0]
@@ -104,6 +108,10 @@ def run_matrix(settings: LabSettings, plan: MatrixPlan, *, run_id: str | None = 
                 toxics.apply(settings, group_toxics)
                 summary.setdefault("calibration", []).append(toxics.calibrate(settings, group_toxics))
                 stack.restart_proxy(proxy_config(first_config, plan))
+                proxy_start += 1
+                if provisioned is None:
+                    provisioned = _provision(settings, plan, run_dir)
+                    summary["provisioned"] = provisioned.record()
                 try:
                     warmup = warm_up(settings, plan.warmup_requests, plan.users, plan.stream)
                 except LabError:
@@ -112,7 +120,8 @@ def run_matrix(settings: LabSettings, plan: MatrixPlan, *, run_id: str | None = 
                     # A hop made to fail fails the warm-up too; the cells show how requests fare.
                     warmup = {"requests": plan.warmup_requests, "failed": plan.warmup_requests}
                 for config, repeat in group_cells:
-                    cell = _run_cell(settings, stack, plan, run_dir, config, repeat, warmup)
+                    cell = _run_cell(settings, stack, plan, run_dir, config, repeat, warmup,
+                                     proxy_start, provisioned)
                     summary["cells"].append(cell)
                     stack.mark_cell(run_id, cell)
                     results.save(run_dir, summary)
@@ -221,19 +230,35 @@ def warm_up(settings: LabSettings, count: int, concurrency: int,
     return {"requests": count, "failed": failures}
 
 
+def _provision(settings: LabSettings, plan: MatrixPlan, run_dir: Path) -> provision.Provisioned:
+    """End users and keys for the modes that need them, made once per run (they persist)."""
+    end_users = plan.users if set(plan.user_modes) & DB_USER_MODES else 0
+    keys = plan.users if set(plan.key_modes) & DB_KEY_MODES else 0
+    if not (end_users or keys):
+        return provision.Provisioned()
+    with provision.management_client(settings) as client:
+        return provision.provision(client, run_dir / "provisioned", end_users=end_users, keys=keys,
+                                   end_user_max_budget=plan.end_user_max_budget,
+                                   run_id=run_dir.name)
+
+
 def _run_cell(settings: LabSettings, stack: NativeStack, plan: MatrixPlan, run_dir: Path,
-              config: CellConfig, repeat: int, warmup: dict[str, int]) -> dict:
+              config: CellConfig, repeat: int, warmup: dict[str, int], proxy_start: int,
+              provisioned: provision.Provisioned) -> dict:
     identifier = cell_id(config, repeat)
     cell_dir = run_dir / "cells" / identifier
     database = stack.database
     has_database = bool(database and database.available)
     database_reason = database.reason if database else "no DB"
     reset = state_reset.reset_between_cells(settings, database_available=has_database,
-                                            database_reason=database_reason)
+                                            database_reason=database_reason,
+                                            kept_end_users=provisioned.end_users)
     spec = load.LoadSpec(config_id=config.config_id, total_requests=plan.requests, users=plan.users,
                          spawn_rate=plan.spawn_rate or plan.users, user_mode=config.user_mode,
                          key_mode=config.key_mode, max_run_time_s=plan.max_cell_time_s,
-                         stream=plan.stream)
+                         stream=plan.stream,
+                         keys_file=provisioned.keys_file if config.key_mode in DB_KEY_MODES else None,
+                         users_file=provisioned.users_file if config.user_mode in DB_USER_MODES else None)
     logger.info("cell %s: %d requests from %d users", identifier, plan.requests, plan.users)
     started_at = results.now_iso()
     probe = attribution.begin(settings, database=has_database, database_reason=database_reason,
@@ -245,6 +270,7 @@ def _run_cell(settings: LabSettings, stack: NativeStack, plan: MatrixPlan, run_d
         started_at=started_at, load=outcome, warmup=warmup,
         generator_cpu_warn_percent=GENERATOR_CPU_WARN_PERCENT,
     )
+    cell["proxy_start"] = proxy_start
     cell["state_reset"] = reset
     cell["attribution"] = attribution.finish(settings, probe, read_raw(outcome.raw_path),
                                              run_dir=run_dir)

@@ -44,6 +44,8 @@ class MatrixPlan(BaseModel):
     profile: bool = False
     # LiteLLM releases to compare, one configuration each; empty: the lab's pinned release.
     proxy_versions: list[str] = []
+    # Budget (USD) given to each end user the `created` mode makes; None: no budget.
+    end_user_max_budget: float | None = Field(None, ge=0)
     # Proxy settings for every configuration, by config section (e.g. general_settings).
     proxy_settings: dict[str, dict] = {}
     # grouped: all repeats of a configuration in a row (fewest proxy restarts); abba: one block

@@ -74,6 +74,9 @@ OUTCOME_UNDEFINED = "undefined"
 METHOD_RUNS = "runs"
 METHOD_REQUESTS = "requests"
 
+# Runs sharing proxy processes: from this many distinct starts on, their spread is trusted.
+MIN_PROXY_STARTS = 4
+
 # Below this many runs on the smaller side, intervals use the bootstrap standard error.
 MIN_RUNS_FOR_PERCENTILE = 4
 
@@ -150,6 +153,7 @@ class Run:
     frame: pd.DataFrame  # rawlog.RAW_COLUMNS, in the order the rows were written
     generator_cpu_percent: float | None = None
     source: str = ""  # the result directory's name
+    proxy_start: int | None = None  # which proxy process of its run served it (None: unknown)
     # Latencies per split, filtered once: verdicts ask for them many times.
     _latency_cache: dict = field(default_factory=dict, repr=False)
 
@@ -285,7 +289,7 @@ def load_runs(run_dir: Path, summary: dict | None = None) -> list[Run]:
                         config=dict(cell.get("config") or {}), repeat=int(cell.get("repeat", 1)),
                         frame=read_raw(raw_path),
                         generator_cpu_percent=cell.get("generator_cpu_percent"),
-                        source=run_dir.name))
+                        source=run_dir.name, proxy_start=cell.get("proxy_start")))
     return runs
 
 
@@ -580,6 +584,14 @@ def compare_runs(baseline: Sequence[Run], candidate: Sequence[Run], *, label: st
             label, f"{min(m, k)} runs on the smaller side: the interval rests on a spread "
             "estimated from very few runs", "use at least 5 runs per configuration"))
 
+    if method == METHOD_RUNS:
+        for side, runs in ((baseline_name, baseline), (candidate_name, candidate)):
+            starts = {(run.source, run.proxy_start) for run in runs if run.proxy_start is not None}
+            if starts and len(starts) < min(len(runs), MIN_PROXY_STARTS):
+                warnings.append(StabilityWarning(
+                    label, f"the {len(runs)} runs of {side} came from {len(starts)} proxy "
+                    "start(s): differences between proxy processes are not in the interval",
+                    "interleave the repeats (--order abba) so each block starts its own proxy"))
     rank_ps = rank_tests(values_b, values_c)
     verdicts, quiet = [], []
     for column, name in enumerate(names):
