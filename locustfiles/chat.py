@@ -14,6 +14,12 @@ Headless, as the lab runs it:
     locust -f locustfiles/chat.py --headless -u 20 -r 20 --host http://127.0.0.1:14000 \
         --total-requests 1000 --user-mode sequential --raw-csv /tmp/raw.csv
 Interactive: drop `--headless`, open http://127.0.0.1:8089; the options below show there.
+
+Distributed (`--master` plus `--worker` processes, as Compose's locust-master and
+locust-worker): the master counts the requests its workers finish and stops the run at
+`--total-requests` (up to one request per user more may be in flight then and recorded);
+each worker writes its own raw table, `<raw-csv stem>.worker-<index>.csv`, and numbers its
+users so that ids are unique across workers (user i of worker w of W is i*W - W + w + 1).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from pathlib import Path
 import gevent
 from locust import FastHttpUser, constant, events, task
 from locust.exception import StopUser
-from locust.runners import WorkerRunner
+from locust.runners import MasterRunner, WorkerRunner
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +98,48 @@ raw_log = _RawLog()
 user_numbers = itertools.count(1)
 
 
+class _Distribution:
+    """What a distributed run needs beyond one process: the worker layout and the master's count."""
+
+    def __init__(self) -> None:
+        self.workers = 1  # on a worker: how many workers the master had at the start
+        self.finished = 0  # on the master: requests its workers reported done
+
+    def global_index(self, runner, local_index: int) -> int:
+        if not isinstance(runner, WorkerRunner):
+            return local_index
+        return (local_index - 1) * self.workers + max(runner.worker_index, 0) + 1
+
+
+distribution = _Distribution()
+
+
+@events.init.add_listener
+def _on_init(environment, **_kwargs) -> None:
+    runner = environment.runner
+    if isinstance(runner, MasterRunner):
+        runner.register_message("proxylab_done", _on_worker_done)
+    elif isinstance(runner, WorkerRunner):
+        runner.register_message("proxylab_layout", _on_layout)
+
+
+def _on_layout(environment, msg, **_kwargs) -> None:
+    distribution.workers = max(1, int(msg.data["workers"]))
+
+
+def _on_worker_done(environment, msg, **_kwargs) -> None:
+    distribution.finished += int(msg.data)
+    total = environment.parsed_options.total_requests
+    if distribution.finished == total:  # == : the stop is asked for once
+        runner = environment.runner
+        gevent.spawn_later(0, runner.quit if environment.parsed_options.headless else runner.stop)
+
+
+def worker_raw_path(path: str, worker_index: int) -> str:
+    raw = Path(path)
+    return str(raw.with_name(f"{raw.stem}.worker-{worker_index}{raw.suffix or '.csv'}"))
+
+
 def _lines(path: str) -> list[str]:
     return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()] if path else []
 
@@ -100,14 +148,21 @@ def _lines(path: str) -> list[str]:
 def _on_test_start(environment, **_kwargs) -> None:
     global user_numbers
     options = environment.parsed_options
-    if isinstance(environment.runner, WorkerRunner):
-        # TODO: distributed runs would need one raw table per worker; the lab runs one process.
-        logger.warning("proxylab's raw table is written by a single process only")
+    runner = environment.runner
     if options.total_requests <= 0:
         logger.error("--total-requests must be positive, got %s", options.total_requests)
-        environment.runner.quit()
+        runner.quit()
         return
     user_numbers = itertools.count(1)
+    if isinstance(runner, MasterRunner):
+        # Sent before the spawn messages, so every worker knows the layout before its users start.
+        distribution.finished = 0
+        runner.send_message("proxylab_layout", {"workers": runner.worker_count})
+        return  # the master sends no requests and writes no table
+    if isinstance(runner, WorkerRunner):
+        # The master stops the run; a worker's own target stays out of reach.
+        raw_log.open(worker_raw_path(options.raw_csv, runner.worker_index), 0)
+        return
     raw_log.open(options.raw_csv, options.total_requests)
 
 
@@ -136,6 +191,10 @@ def _on_request(request_type, name, response_time, response_length, response=Non
                              _number(overhead), "" if ttft_ms is None else f"{ttft_ms:.3f}",
                              _number(proxy_response)))
     raw_log.rows += 1
+    runner = context["runner"]
+    if isinstance(runner, WorkerRunner):
+        runner.send_message("proxylab_done", 1)
+        return
     if raw_log.rows == raw_log.target:
         runner = context["runner"]
         # Leave the request handler first; then stop (web UI) or end the process (headless).
@@ -199,10 +258,12 @@ class ChatUser(FastHttpUser):
     def on_start(self) -> None:
         options = self.environment.parsed_options
         runner = self.environment.runner
-        self.index = next(user_numbers)
+        self.index = distribution.global_index(runner, next(user_numbers))
         users = max(runner.target_user_count or options.num_users or 1, 1)
         base, extra = divmod(options.total_requests, users)
         self.quota = base + (1 if self.index <= extra else 0)
+        if isinstance(runner, WorkerRunner):
+            self.quota = options.total_requests  # the master's count ends the run
         self.sent = 0
         self.end_user = self._end_user(options)
         api_key = options.api_key

@@ -101,7 +101,11 @@ def run_matrix(settings: LabSettings, plan: MatrixPlan, *, run_id: str | None = 
             # Numbered across resumes, so runs of one proxy process can be told apart later.
             proxy_start = max((cell.get("proxy_start", 0) for cell in summary["cells"]), default=0)
             provisioned: provision.Provisioned | None = None
-            for _group, group_cells in groupby(order, key=lambda item: item[0].proxy_group()):
+            # Every repeat on its own proxy start: runs of one proxy process share its quirks
+            # (two starts of one configuration here differed by up to 7 %), and a repeat that
+            # did not restart would not be an independent run.
+            for _group, group_cells in groupby(order, key=lambda item: (item[1],
+                                                                        item[0].proxy_group())):
                 group_cells = list(group_cells)
                 first_config = group_cells[0][0]
                 group_toxics = hop_toxics(first_config)

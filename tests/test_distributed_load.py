@@ -1,0 +1,96 @@
+"""The locustfile run distributed, as Compose runs it: one master, two workers, on loopback.
+
+The run must stop at the requested total (not once per worker), each worker must write its
+own raw table, and user ids must not repeat across workers. Needs no stack: the load goes
+straight to a mock started as a subprocess.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from proxylab.rawlog import read_raw
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MOCK_APP = REPO_ROOT / "services" / "mock_llm" / "app.py"
+LOCUSTFILE = REPO_ROOT / "locustfiles" / "chat.py"
+USERS, TOTAL = 4, 60
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture()
+def mock_url(tmp_path: Path) -> Iterator[str]:
+    port = _free_port()
+    env = {name: value for name, value in os.environ.items() if not name.startswith("MOCK_LLM_")}
+    env["MOCK_LLM_LATENCY_MS"] = "20"
+    with (tmp_path / "mock.log").open("wb") as log:
+        process = subprocess.Popen([sys.executable, str(MOCK_APP), "--port", str(port)], env=env,
+                                   stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("mock not healthy: " + (tmp_path / "mock.log").read_text())
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_master_and_two_workers_send_the_total_once(mock_url: str, tmp_path: Path) -> None:
+    master_port = _free_port()
+    common = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--loglevel", "WARNING"]
+    workers = [subprocess.Popen(common + ["--worker", "--master-host", "127.0.0.1",
+                                          "--master-port", str(master_port)],
+                                cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                                stderr=(tmp_path / f"worker-{n}.log").open("w"))
+               for n in range(2)]
+    try:
+        master = subprocess.run(
+            common + ["--master", "--master-bind-host", "127.0.0.1", "--master-bind-port",
+                      str(master_port), "--expect-workers", "2", "--headless", "--host", mock_url,
+                      "--users", str(USERS), "--spawn-rate", str(USERS), "--run-time", "90s",
+                      "--only-summary", "--total-requests", str(TOTAL), "--user-mode",
+                      "sequential", "--raw-csv", str(tmp_path / "raw.csv"), "--config-id",
+                      "distributed", "--exit-code-on-error", "0"],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+        for worker in workers:
+            worker.wait(30)
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait(10)
+
+    assert master.returncode == 0, master.stderr[-2000:]
+    assert not (tmp_path / "raw.csv").exists()  # the master sends nothing, writes nothing
+    tables = sorted(tmp_path.glob("raw.worker-*.csv"))
+    assert [path.name for path in tables] == ["raw.worker-0.csv", "raw.worker-1.csv"]
+    frame = pd.concat([read_raw(path) for path in tables])
+    # The master stops at the total; requests already in flight (one per user at most) land too.
+    assert TOTAL <= len(frame) <= TOTAL + USERS, len(frame)
+    assert (frame["ok"] == 1).all(), frame["error"].unique()
+    per_worker_users = [set(read_raw(path)["user_index"]) for path in tables]
+    assert not per_worker_users[0] & per_worker_users[1]
+    assert set().union(*per_worker_users) == set(range(1, USERS + 1))
