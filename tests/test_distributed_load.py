@@ -7,59 +7,30 @@ straight to a mock started as a subprocess.
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pandas as pd
 import pytest
+from mock_process import free_port, running_mock
 
 from proxylab.rawlog import read_raw
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-MOCK_APP = REPO_ROOT / "services" / "mock_llm" / "app.py"
 LOCUSTFILE = REPO_ROOT / "locustfiles" / "chat.py"
 USERS, TOTAL = 4, 60
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture()
 def mock_url(tmp_path: Path) -> Iterator[str]:
-    port = _free_port()
-    env = {name: value for name, value in os.environ.items() if not name.startswith("MOCK_LLM_")}
-    env["MOCK_LLM_LATENCY_MS"] = "20"
-    with (tmp_path / "mock.log").open("wb") as log:
-        process = subprocess.Popen([sys.executable, str(MOCK_APP), "--port", str(port)], env=env,
-                                   stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("mock not healthy: " + (tmp_path / "mock.log").read_text())
+    with running_mock(tmp_path, {"MOCK_LLM_LATENCY_MS": "20"}) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def test_master_and_two_workers_send_the_total_once(mock_url: str, tmp_path: Path) -> None:
-    master_port = _free_port()
+    master_port = free_port()
     common = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--loglevel", "WARNING"]
     workers = [subprocess.Popen(common + ["--worker", "--master-host", "127.0.0.1",
                                           "--master-port", str(master_port)],

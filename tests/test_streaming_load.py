@@ -7,21 +7,17 @@ on a free 127.0.0.1 port; needs no stack.
 from __future__ import annotations
 
 import csv
-import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
+from mock_process import running_mock
 
 from proxylab.rawlog import read_raw
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-MOCK_APP = REPO_ROOT / "services" / "mock_llm" / "app.py"
 LOCUSTFILE = REPO_ROOT / "locustfiles" / "chat.py"
 
 TTFT_MS = 200
@@ -33,37 +29,13 @@ LOW_SHARE = 0.95
 SLACK_MS = 60
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture()
 def streaming_mock(tmp_path: Path) -> Iterator[str]:
-    port = _free_port()
-    env = {name: value for name, value in os.environ.items() if not name.startswith("MOCK_LLM_")}
-    env.update({"MOCK_LLM_LATENCY_MS": str(TTFT_MS), "MOCK_LLM_TOKEN_DELAY_MS": str(TOKEN_DELAY_MS),
-                "MOCK_LLM_COMPLETION_TOKENS": str(TOKENS), "MOCK_LLM_STREAM_CHUNKS": str(TOKENS),
-                "MOCK_LLM_STREAM_HEADERS_FIRST": "true"})
-    log = (tmp_path / "mock.log").open("wb")
-    process = subprocess.Popen([sys.executable, str(MOCK_APP), "--port", str(port)], env=env,
-                               stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("mock not healthy: " + (tmp_path / "mock.log").read_text())
+    with running_mock(tmp_path, {
+            "MOCK_LLM_LATENCY_MS": str(TTFT_MS), "MOCK_LLM_TOKEN_DELAY_MS": str(TOKEN_DELAY_MS),
+            "MOCK_LLM_COMPLETION_TOKENS": str(TOKENS), "MOCK_LLM_STREAM_CHUNKS": str(TOKENS),
+            "MOCK_LLM_STREAM_HEADERS_FIRST": "true"}) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def _run_locust(url: str, out: Path, stream: bool,

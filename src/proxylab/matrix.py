@@ -71,7 +71,6 @@ def run_matrix(settings: LabSettings, plan: MatrixPlan, *, run_id: str | None = 
     _refuse_modes_without_database(plan, stack)
     releases = prepare_proxy_versions(settings, plan)
     run_dir.mkdir(parents=True, exist_ok=resume)
-    configs = plan.configurations()
     order = plan.cell_order()
     if previous is not None:
         summary = previous
