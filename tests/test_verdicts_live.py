@@ -69,6 +69,9 @@ def test_every_repeat_has_its_own_proxy_start(injected_run: Path) -> None:
     assert len({cell["proxy_start"] for cell in cells}) == len(cells) == 10
     assert all(cell["state_reset"]["redis"] == "flushed" for cell in cells)
     assert all(cell["state_reset"]["database"].startswith("no DB") for cell in cells)
+    report = (injected_run / "report.md").read_text()
+    assert "- **Isolation:** 10 proxy starts for 10 cells; before each cell Redis flushed, " \
+           "database: no DB" in report
 
 
 def test_a_over_a_matrix_shows_no_difference_and_prints_the_noise_floor(a_over_a_run: Path) -> None:

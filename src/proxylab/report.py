@@ -87,6 +87,26 @@ def _release_lines(releases: dict) -> list[str]:
     return lines
 
 
+def _state_lines(summary: dict) -> list[str]:
+    """How cells were kept apart: proxy starts, state reset, what was made in the database."""
+    cells = [cell for cell in summary.get("cells", []) if "proxy_start" in cell]
+    if not cells:
+        return []  # imported logs and results of older versions of the lab say nothing
+    starts = len({cell["proxy_start"] for cell in cells})
+    reset = cells[-1].get("state_reset") or {}
+    database = reset.get("database")
+    if isinstance(database, dict):
+        database = (f"{len(database['truncated'])} tables emptied, spend zeroed, "
+                    f"{database['end_users_removed']} end users removed")
+    lines = [f"- **Isolation:** {starts} proxy starts for {len(cells)} cells; before each cell "
+             f"Redis {reset.get('redis', '–')}, database: {database or '–'}"]
+    made = summary.get("provisioned") or {}
+    if made.get("end_users") or made.get("keys"):
+        lines.append(f"- **Made before the first cell:** {made['end_users']} end users, "
+                     f"{made['keys']} virtual keys ({made['seconds']} s)")
+    return lines
+
+
 def render_markdown(summary: dict, verdict_lines: list[str] | None = None) -> str:
     """The whole report; ``verdict_lines`` (verdicts.markdown_section) go before the tables."""
     cells = summary.get("cells", [])
@@ -97,6 +117,7 @@ def render_markdown(summary: dict, verdict_lines: list[str] | None = None) -> st
         f"- **Status:** {summary['status']}, {len(cells)} of {len(summary.get('order', []))} cells "
         f"finished; started {summary['started_at']}, finished {summary.get('finished_at') or '–'}",
         f"- **Proxy database:** {database.get('reason', 'unknown')}",
+        *_state_lines(summary),
         *_provenance_lines(summary),
         "- **Figures:** exact, from each cell's per-request table (`cells/*/raw.csv`); Locust's "
         "own bucketed percentiles are not used. Shares above a threshold count successful "
