@@ -920,7 +920,7 @@ def assess(groups: dict[str, list[Run]], planned: Sequence[PlannedComparison],
         related = tuple(w for w in warnings if w.subject in (plan.baseline, plan.candidate))
         comparisons.append(replace(comparison, warnings=comparison.warnings + related))
         logger.debug("verdict %s", comparisons[-1].headline(options.primary_statistic))
-    logger.info("verdicts: %d comparisons of %d groups of runs", len(comparisons), len(groups))
+    logger.debug("verdicts: %d comparisons of %d groups of runs", len(comparisons), len(groups))
     return Assessment(groups=dict(groups), summaries=summaries, comparisons=comparisons,
                       warnings=warnings, options=options)
 
