@@ -71,7 +71,7 @@ def test_every_repeat_has_its_own_proxy_start(injected_run: Path) -> None:
     assert all(cell["state_reset"]["database"].startswith("no DB") for cell in cells)
     report = (injected_run / "report.md").read_text()
     assert "- **Isolation:** 10 proxy starts for 10 cells; before each cell Redis flushed, " \
-           "database: no DB" in report
+           "database: none (no DB, see above)" in report
 
 
 def test_a_over_a_matrix_shows_no_difference_and_prints_the_noise_floor(a_over_a_run: Path) -> None:

@@ -95,7 +95,9 @@ def _state_lines(summary: dict) -> list[str]:
     starts = len({cell["proxy_start"] for cell in cells})
     reset = cells[-1].get("state_reset") or {}
     database = reset.get("database")
-    if isinstance(database, dict):
+    if isinstance(database, str) and database.startswith("no DB"):
+        database = "none (no DB, see above)"
+    elif isinstance(database, dict):
         database = (f"{len(database['truncated'])} tables emptied, spend zeroed, "
                     f"{database['end_users_removed']} end users removed")
     lines = [f"- **Isolation:** {starts} proxy starts for {len(cells)} cells; before each cell "

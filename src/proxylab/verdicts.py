@@ -952,8 +952,8 @@ def markdown_section(assessment: Assessment) -> list[str]:
              f"runs: relative (%) for latencies, in percentage points (pp) for shares. Intervals: "
              f"{level} bootstrap over runs (expanded percentile from "
              f"{MIN_RUNS_FOR_PERCENTILE} runs per side, bootstrap standard error and t below), "
-             f"or over requests when a configuration has a single run (weaker evidence). Rank "
-             f"test: Mann-Whitney U over runs. Practical "
+             f"or over blocks of neighbouring requests when a configuration has a single run "
+             f"(weaker evidence). Rank test: Mann-Whitney U over runs. Practical "
              f"floor ±{options.floor_percent:g} % (shares ±{options.share_floor_pp:g} pp); seed "
              f"{options.seed}."), ""]
     if not assessment.comparisons:
