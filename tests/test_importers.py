@@ -19,6 +19,8 @@ from proxylab.importers import (
     SEED_LOG_FORMAT,
     UNKNOWN_USER_INDEX,
     ImportedLog,
+    config_from_name,
+    import_into_result_dir,
     import_log,
     parse_locust_csv_log,
     parse_seed_log,
@@ -26,6 +28,7 @@ from proxylab.importers import (
 )
 from proxylab.rawlog import RAW_COLUMNS, read_raw
 from proxylab.stats import summarize, summarize_raw
+from proxylab.verdicts import plan_comparisons
 
 SEED_DIR = Path(os.environ.get("PROXYLAB_SEED_LOGS")
                 or Path(__file__).resolve().parents[1].parent / "shared" / "data" / "seed-logs")
@@ -392,3 +395,31 @@ def test_read_raw_reads_back_a_seed_import(tmp_path: Path) -> None:
     reread = read_raw(write_imported(frame, tmp_path / "result"))
 
     pd.testing.assert_frame_equal(reread, frame, check_exact=True)
+
+
+@pytest.mark.parametrize("stem, expected", [
+    ("callbacks_on_15_1", {"callbacks": True, "variant": "15_1"}),
+    ("callbacks-off-baseline", {"callbacks": False, "variant": "baseline"}),
+    ("cache_on_callbacks_off", {"cache": True, "callbacks": False, "variant": None}),
+    ("run_2", {}),
+    ("on_off", {}),
+])
+def test_config_from_name_reads_switches(stem: str, expected: dict) -> None:
+    assert config_from_name(stem) == expected
+
+
+def test_imported_logs_pair_on_and_off_of_the_same_variant(tmp_path: Path) -> None:
+    stems = ["callbacks_on_a", "callbacks_off_a", "callbacks_off_b", "callbacks_on_b"]
+    for stem in stems:
+        (tmp_path / f"{stem}.txt").write_text(HAND_LOG)
+
+    summary, _ = import_into_result_dir([tmp_path / f"{stem}.txt" for stem in stems],
+                                        tmp_path / "imported")
+
+    configs = {cell["config_id"]: cell["config"] for cell in summary["cells"]}
+    pairs = {(planned.axis, planned.baseline, planned.candidate)
+             for planned in plan_comparisons(configs)}
+    assert pairs == {("callbacks", "callbacks_off_a", "callbacks_on_a"),
+                     ("callbacks", "callbacks_off_b", "callbacks_on_b"),
+                     ("variant", "callbacks_off_a", "callbacks_off_b"),
+                     ("variant", "callbacks_on_a", "callbacks_on_b")}

@@ -434,6 +434,34 @@ def _clip(text: str, limit_chars: int = 80) -> str:
     return text if len(text) <= limit_chars else text[: limit_chars - 3] + "..."
 
 
+_SWITCH_VALUES = {"on": True, "off": False}
+
+
+def config_from_name(stem: str) -> dict:
+    """Axes read from a log's file name, so verdicts can pair logs that differ in one switch.
+
+    A name token followed by ``on`` or ``off`` is a switch (``callbacks_on_15_1`` gives
+    ``callbacks: True``); the remaining tokens form ``variant`` (``15_1``). A name without
+    a switch gives nothing, and its log is then compared with the first one imported.
+    """
+    tokens = [token for token in re.split(r"[_\-.\s]+", stem) if token]
+    config: dict = {}
+    rest: list[str] = []
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        following = tokens[index + 1].lower() if index + 1 < len(tokens) else ""
+        if following in _SWITCH_VALUES and token.isalpha() and token.lower() not in _SWITCH_VALUES:
+            config[token.lower()] = _SWITCH_VALUES[following]
+            index += 2
+        else:
+            rest.append(token)
+            index += 1
+    if config:
+        config["variant"] = "_".join(rest) or None
+    return config
+
+
 def import_into_result_dir(paths: list[Path], run_dir: Path) -> tuple[dict, list[str]]:
     """Make a proxylab result directory from other tools' logs, one cell per log file.
 
@@ -464,7 +492,8 @@ def import_into_result_dir(paths: list[Path], run_dir: Path) -> tuple[dict, list
         summary["cells"].append({
             "cell_id": identifier, "config_id": identifier,
             "config": {"source_format": log.source_format,
-                       **({k: v for k, v in vars(log.header).items()} if log.header else {})},
+                       **({k: v for k, v in vars(log.header).items()} if log.header else {}),
+                       **config_from_name(identifier)},
             "repeat": 1, "raw_table": str(raw_path.relative_to(run_dir)),
             "statistics": figures, "warnings": warnings,
         })
