@@ -50,9 +50,9 @@ def frame(latency_ms: np.ndarray, config_id: str, *, users: int = 10,
         "ok": ok,
         "error": np.where(ok == 1, "", "HTTP 500"),
         "overhead_ms": np.nan,
-        "ttft_ms": np.nan,
-        "proxy_response_ms": np.nan,
-    })[list(RAW_COLUMNS)]
+        # Optional columns (ttft_ms, proxy_response_ms, ...) stay empty, as in tables that
+        # predate them; reindexing keeps this in step when rawlog gains one.
+    }).reindex(columns=list(RAW_COLUMNS))
 
 
 def run(latency_ms: np.ndarray, config_id: str = "base", repeat: int = 1,

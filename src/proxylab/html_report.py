@@ -61,6 +61,7 @@ section { margin-bottom: 2.5em; }
 _OUTCOME_WORDS = {
     verdicts.OUTCOME_SIGNIFICANT: "significant",
     verdicts.OUTCOME_BELOW_FLOOR: "real, under the floor",
+    verdicts.OUTCOME_UNCONFIRMED: "not after Holm's correction",
     verdicts.OUTCOME_EQUIVALENT: "no difference (within floor)",
     verdicts.OUTCOME_UNDETECTABLE: "no difference detectable",
     verdicts.OUTCOME_UNDEFINED: "not comparable",
@@ -68,6 +69,7 @@ _OUTCOME_WORDS = {
 _OUTCOME_COLOURS = {
     verdicts.OUTCOME_SIGNIFICANT: "#d9480f",
     verdicts.OUTCOME_BELOW_FLOOR: "#e8a33d",
+    verdicts.OUTCOME_UNCONFIRMED: "#c9a86a",
     verdicts.OUTCOME_EQUIVALENT: "#2b8a3e",
     verdicts.OUTCOME_UNDETECTABLE: "#868e96",
     verdicts.OUTCOME_UNDEFINED: "#868e96",
