@@ -24,10 +24,12 @@ users so that ids are unique across workers (user i of worker w of W is i*W - W 
 
 from __future__ import annotations
 
+import bisect
 import csv
 import itertools
 import json
 import logging
+import random
 import time
 import uuid
 from pathlib import Path
@@ -43,7 +45,7 @@ USER_MODES = ("none", "sequential", "random", "created")
 KEY_MODES = ("shared", "per_user")
 RAW_COLUMNS = ("config_id", "user_index", "request_index", "sent_unix_s", "finished_unix_s",
                "latency_ms", "status_code", "ok", "error", "overhead_ms", "ttft_ms",
-               "proxy_response_ms")
+               "proxy_response_ms", "model")
 OVERHEAD_HEADER = "x-litellm-overhead-duration-ms"
 RESPONSE_DURATION_HEADER = "x-litellm-response-duration-ms"
 
@@ -63,6 +65,11 @@ def _add_options(parser) -> None:
     group.add_argument("--keys-file", default="", help="per_user keys, one per line")
     group.add_argument("--users-file", default="", help="created end-user ids, one per line")
     group.add_argument("--model", default="mock-gpt", include_in_web_ui=True)
+    group.add_argument("--model-mix", default="", include_in_web_ui=True,
+                       help="MODEL=SHARE,...: each request draws its model with these shares "
+                            "(summing to 1) instead of --model")
+    group.add_argument("--model-mix-seed", type=int, default=1,
+                       help="seed of the draws; each user draws from its own seeded sequence")
     group.add_argument("--raw-csv", default="proxylab-raw.csv", help="where each request is written")
     group.add_argument("--config-id", default="interactive", help="written in every raw row")
     group.add_argument("--stream", action="store_true", default=False, include_in_web_ui=True,
@@ -153,6 +160,12 @@ def _on_test_start(environment, **_kwargs) -> None:
         logger.error("--total-requests must be positive, got %s", options.total_requests)
         runner.quit()
         return
+    try:
+        ModelMix.parse(options.model_mix)
+    except ValueError as error:
+        logger.error("--model-mix: %s", error)
+        runner.quit()
+        return
     user_numbers = itertools.count(1)
     if isinstance(runner, MasterRunner):
         # Sent before the spawn messages, so every worker knows the layout before its users start.
@@ -189,7 +202,7 @@ def _on_request(request_type, name, response_time, response_length, response=Non
                              f"{start_time:.6f}", f"{finished:.6f}", f"{response_time:.3f}",
                              status_code, int(ok), "" if ok else _error_text(exception, status_code),
                              _number(overhead), "" if ttft_ms is None else f"{ttft_ms:.3f}",
-                             _number(proxy_response)))
+                             _number(proxy_response), context.get("model", "")))
     raw_log.rows += 1
     runner = context["runner"]
     if isinstance(runner, WorkerRunner):
@@ -250,6 +263,35 @@ def _error_text(exception, status_code: int) -> str:
     return " ".join(text.split())[:300]
 
 
+class ModelMix:
+    """Models with their shares; `draw` picks one per request from a user's own generator."""
+
+    def __init__(self, shares: dict[str, float]) -> None:
+        self.names = list(shares)
+        self.cumulative = list(itertools.accumulate(shares.values()))
+
+    @classmethod
+    def parse(cls, text: str) -> "ModelMix | None":
+        """`a=0.9,b=0.1` -> a mix; empty text -> None. ValueError with the reason."""
+        if not text.strip():
+            return None
+        shares: dict[str, float] = {}
+        for part in text.split(","):
+            name, _, share = (piece.strip() for piece in part.partition("="))
+            if not name or not share or float(share) <= 0 or name in shares:
+                raise ValueError(f"expected MODEL=SHARE with distinct models and shares > 0, "
+                                 f"got {part.strip()!r}")
+            shares[name] = float(share)
+        if abs(sum(shares.values()) - 1.0) > 1e-6:
+            raise ValueError(f"shares sum to {sum(shares.values()):g}, expected 1")
+        return cls(shares)
+
+    def draw(self, rng: random.Random) -> str:
+        # The last bound is ~1; min() keeps a draw above a rounded-down sum on the last model.
+        index = bisect.bisect_right(self.cumulative, rng.random() * self.cumulative[-1])
+        return self.names[min(index, len(self.names) - 1)]
+
+
 class ChatUser(FastHttpUser):
     """One simulated user: its own `user` id and key, a fixed quota of requests, no pauses."""
 
@@ -276,6 +318,10 @@ class ChatUser(FastHttpUser):
         self.context_base = {"config_id": options.config_id, "user_index": self.index,
                              "runner": runner, "headless": bool(options.headless)}
         self.model = options.model
+        self.model_mix = ModelMix.parse(options.model_mix)
+        # One generator per user, seeded with the user's number: the same run draws the same
+        # models however gevent interleaves the users.
+        self.model_rng = random.Random(f"{options.model_mix_seed}:{self.index}")
         self.stream = bool(options.stream)
 
     def _end_user(self, options) -> str | None:
@@ -295,11 +341,12 @@ class ChatUser(FastHttpUser):
         if self.sent >= self.quota:
             raise StopUser()
         self.sent += 1
-        body = {"model": self.model, "messages": [{"role": "user", "content": "Say hello."}],
+        model = self.model_mix.draw(self.model_rng) if self.model_mix else self.model
+        body = {"model": model, "messages": [{"role": "user", "content": "Say hello."}],
                 "max_tokens": 16}
         if self.end_user is not None:
             body["user"] = self.end_user
-        context = {**self.context_base, "request_index": self.sent}
+        context = {**self.context_base, "request_index": self.sent, "model": model}
         if self.stream:
             self._stream_chat(body, context)
             return

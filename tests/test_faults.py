@@ -181,3 +181,74 @@ def test_report_without_attribution_is_unchanged() -> None:
 
     assert attribution_report.markdown_sections(summary) == []
     assert "Where the time goes" not in report.render_markdown(summary)
+
+
+def test_background_share_is_subtracted_from_the_per_request_figure() -> None:
+    # 100 requests counted 700 commands in 20 s; idle, the proxy sends 5 commands a second.
+    figures = attribution.background_figures(700, 100, 20.0, 5.0)
+
+    assert figures == {"background_commands_per_s": 5.0, "background_commands_in_window": 100.0,
+                       "commands_per_request_less_background": 6.0}
+    # A background larger than the count leaves nothing, never a negative count.
+    assert attribution.background_figures(50, 10, 20.0, 5.0)[
+        "commands_per_request_less_background"] == 0.0
+    assert attribution.background_figures(700, 100, 20.0, None) == {
+        "background_commands_per_s": None, "background_commands_in_window": None,
+        "commands_per_request_less_background": None}
+
+
+class _FakeClock:
+    """time.sleep advances time.monotonic, so an idle window takes no real time."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.now
+
+
+def test_begin_measures_the_idle_rate_and_counts_the_cell_from_after_it(monkeypatch) -> None:
+    clock = _FakeClock()
+    # Before the idle window, after it (6 background GETs + the probe's INFO), after the load.
+    readings = iter([{"get": 10, "info": 1}, {"get": 16, "info": 2},
+                     {"get": 16 + 300 + 12, "info": 3}])
+    monkeypatch.setattr(attribution, "time", clock)
+    monkeypatch.setattr(attribution, "_read_redis", lambda _s: (
+        (calls := next(readings)), {name: 0 for name in calls}))
+    for source in ("_read_litellm", "read_mock_calls"):
+        monkeypatch.setattr(attribution, source, lambda _s: {})
+
+    probe = attribution.begin(None, database=False, idle_window_s=3.0)
+    clock.sleep(6.0)  # the cell's load: 100 requests of 3 GETs, plus 12 background GETs
+    figures = attribution._redis_figures(None, probe, requests=100)
+
+    assert probe.background_redis_per_s == pytest.approx(2.0)
+    assert figures["commands"] == 312 and figures["commands_per_request"] == 3.12
+    assert figures["background_commands_in_window"] == 12.0
+    assert figures["commands_per_request_less_background"] == pytest.approx(3.0)
+
+
+def test_report_shows_background_beside_the_per_request_commands() -> None:
+    cell = _cell("base", "none", 50.0, 3.12)
+    cell["attribution"]["redis"].update({"background_commands_per_s": 2.0,
+                                         "background_commands_in_window": 12.0,
+                                         "commands_per_request_less_background": 3.0})
+    summary = {"run_id": "t", "status": "complete", "started_at": "x", "order": ["base.r1"],
+               "database": {"reason": "no proxy database"}, "cells": [cell]}
+
+    text = "\n".join(attribution_report.markdown_sections(summary))
+    work = text.split("Work per request:")[1]
+    header, _rule, row = work.strip().splitlines()[:3]
+    columns = dict(zip([c.strip() for c in header.strip("|").split("|")],
+                       [c.strip() for c in row.strip("|").split("|")]))
+
+    assert columns["Redis commands"] == "3.12"
+    assert columns["Redis background /s"] == "2.00"
+    assert columns["Redis less background"] == "3.00"
+    assert "its expected share of the cell's window is subtracted" in text

@@ -380,7 +380,7 @@ def test_seed_import_written_with_unknown_times_as_empty_fields(tmp_path: Path) 
     raw_path = write_imported(frame, tmp_path / "result")
 
     first_row = raw_path.read_text().splitlines()[1]
-    assert first_row == "seed,2,1,,,250.0,200,1,,,,"  # overhead, ttft, proxy response: empty
+    assert first_row == "seed,2,1,,,250.0,200,1,,,,,"  # overhead, ttft, proxy response, model: empty
     reread = pd.read_csv(raw_path, keep_default_na=False, na_values={
         column: [""] for column in ("sent_unix_s", "finished_unix_s", "overhead_ms")
     })

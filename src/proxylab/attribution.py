@@ -19,8 +19,10 @@ the differences, divided by the cell's requests (the rows of its raw table):
 
 Every count covers the whole window between the two probes, so the proxy's background work
 in that window (periodic Redis syncs, spend updates) is shared out over the cell's requests.
-TODO: measure the proxy's idle rate of Redis commands and DB statements before a cell and
-report it apart, so per-request work and background work can be told apart.
+For Redis, `begin` first watches an idle window of a few seconds (no load, the proxy idle):
+its rate of commands is the background, and its expected share of the cell's window is
+reported beside the raw figure and subtracted from it (`commands_per_request_less_background`).
+TODO: the same idle rate for DB statements, where the proxy has a database.
 TODO: on the Compose runtime the Redis and Postgres exporters' scrapes are counted too.
 """
 
@@ -67,6 +69,8 @@ STATEMENT_TEXT_CHARS = 160
 PROFILE_FILE = "profile.svg"
 PROFILE_RATE_HZ = 100
 PROBE_TIMEOUT_S = 5.0
+# Seconds of the proxy idle before a cell's load, to measure its background Redis commands.
+IDLE_WINDOW_S = 3.0
 
 
 @dataclass
@@ -78,6 +82,9 @@ class Probe:
     database_reason: str
     redis_calls: dict[str, int] | None = None
     redis_usec: dict[str, int] | None = None
+    redis_taken_s: float | None = None  # time.monotonic() of the reading the cell counts from
+    # Redis commands per second while the proxy was idle just before the cell; None: not read.
+    background_redis_per_s: float | None = None
     pg_database: dict[str, int] | None = None
     litellm: dict[str, tuple[float, float]] | None = None
     llm_calls: dict[str, float] | None = None
@@ -88,8 +95,12 @@ class Probe:
 
 def begin(settings: LabSettings, *, database: bool, database_reason: str = "no DB",
           cell_dir: Path | None = None, proxy_pid: int | None = None, profile: bool = False,
-          pg_settle_s: float = PG_STATS_SETTLE_S) -> Probe:
-    """Reset pg_stat_statements, read every source, and start the profiler if asked."""
+          pg_settle_s: float = PG_STATS_SETTLE_S, idle_window_s: float = IDLE_WINDOW_S) -> Probe:
+    """Reset pg_stat_statements, read every source, and start the profiler if asked.
+
+    Redis is read twice, `idle_window_s` apart, with nothing sent to the proxy in between: the
+    difference is the proxy's background rate of commands (0: not measured).
+    """
     probe = Probe(time.time(), database, database_reason)
     if database:
         try:
@@ -100,6 +111,15 @@ def begin(settings: LabSettings, *, database: bool, database_reason: str = "no D
             probe.errors["database"] = _one_line(error)
     try:
         probe.redis_calls, probe.redis_usec = _read_redis(settings)
+        probe.redis_taken_s = time.monotonic()
+        if idle_window_s > 0:
+            time.sleep(idle_window_s)
+            idle_calls, idle_usec = _read_redis(settings)
+            idle_s = time.monotonic() - probe.redis_taken_s
+            idle_commands = sum(redis_delta(probe.redis_calls, idle_calls).values())
+            probe.background_redis_per_s = idle_commands / idle_s
+            probe.redis_calls, probe.redis_usec = idle_calls, idle_usec
+            probe.redis_taken_s = time.monotonic()
     except Exception as error:
         probe.errors["redis"] = _one_line(error)
     try:
@@ -210,6 +230,7 @@ def _redis_figures(settings: LabSettings, probe: Probe, requests: int) -> dict:
         calls_after, usec_after = _read_redis(settings)
     except Exception as error:
         return {"error": _one_line(error)}
+    window_s = time.monotonic() - probe.redis_taken_s if probe.redis_taken_s else None
     calls = redis_delta(probe.redis_calls, calls_after)
     assert probe.redis_usec is not None
     usec = {name: usec_after.get(name, 0) - probe.redis_usec.get(name, 0) for name in calls}
@@ -217,11 +238,30 @@ def _redis_figures(settings: LabSettings, probe: Probe, requests: int) -> dict:
     return {
         "commands": total,
         "commands_per_request": _per(total, requests),
+        **background_figures(total, requests, window_s, probe.background_redis_per_s),
         "server_us_per_request": _per(sum(usec.values()), requests),
         "by_command": {name: {"calls": count, "per_request": _per(count, requests),
                               "server_us_per_call": _per(usec[name], count)}
                        for name, count in sorted(calls.items(), key=lambda item: -item[1])},
     }
+
+
+def background_figures(commands: int, requests: int, window_s: float | None,
+                       background_per_s: float | None) -> dict:
+    """The idle rate of commands, its expected share of a cell's window, and what is left.
+
+    A cell of `requests` requests whose window of `window_s` seconds counted `commands`:
+    the background would have sent `background_per_s * window_s` of them with no load at all,
+    so each request's own share is the rest over the requests (never below zero: the
+    background varies, and a count cannot be negative).
+    """
+    if background_per_s is None or window_s is None:
+        return {"background_commands_per_s": None, "background_commands_in_window": None,
+                "commands_per_request_less_background": None}
+    expected = background_per_s * window_s
+    return {"background_commands_per_s": round(background_per_s, 3),
+            "background_commands_in_window": round(expected, 1),
+            "commands_per_request_less_background": _per(max(commands - expected, 0.0), requests)}
 
 
 # --- Postgres -------------------------------------------------------------------------------

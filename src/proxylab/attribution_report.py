@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import json
+
 from proxylab.toxics import NO_TOXIC, Toxic, parse_scenario
 
 # A calibration whose added latency misses the toxic's own value by more than this is flagged.
@@ -29,7 +31,19 @@ def markdown_sections(summary: dict) -> list[str]:
               "Means per request over each cell. Client figures come from the raw table; "
               "LiteLLM's from its own histograms (Prometheus callback on only); Redis and DB "
               "work from the servers' counters between a probe before and after the cell, "
-              "background work in that window included.", ""]
+              "background work in that window included. The proxy's background rate of Redis "
+              "commands is measured over a few idle seconds before each cell's load; its "
+              "expected share of the cell's window is subtracted in \"Redis less background\".",
+              ""]
+    behaviours = (summary.get("metadata") or {}).get("mock_behaviours")
+    if behaviours:
+        models = ", ".join(f"`{name}` {json.dumps(entry, sort_keys=True)}"
+                           for name, entry in behaviours["models"].items())
+        lines += [f"Mock behaviours per model ({behaviours['path']}): {models}.", ""]
+    mix = ((summary.get("plan") or {}).get("model_mix")) or {}
+    if mix:
+        lines += ["Model mix of the load: " + ", ".join(f"`{name}` {share:g}"
+                                                        for name, share in mix.items()) + ".", ""]
     mock_env = (summary.get("metadata") or {}).get("mock_llm_env")
     if mock_env is not None:
         settings = ", ".join(f"`{name}={value}`" for name, value in mock_env.items())
@@ -131,18 +145,21 @@ def _latency_table(cells: list[dict]) -> list[str]:
 
 
 def _work_table(cells: list[dict]) -> list[str]:
-    header = ["cell", "LLM calls", "Redis commands", "top Redis commands", "Redis server µs",
+    header = ["cell", "LLM calls", "Redis commands", "Redis background /s",
+              "Redis less background", "top Redis commands", "Redis server µs",
               "DB statements", "DB statement ms", "DB transactions", "rows fetched", "profile"]
     lines = ["Work per request:", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for cell in cells:
         figures = cell["attribution"]
         redis = figures.get("redis") or {}
         if "error" in redis:
-            redis_cells = [f"error: {redis['error'][:60]}", "–", "–"]
+            redis_cells = [f"error: {redis['error'][:60]}", "–", "–", "–", "–"]
         else:
             top = list((redis.get("by_command") or {}).items())[:TOP_REDIS_COMMANDS]
             named = ", ".join(f"{name} {entry['per_request']:.2f}" for name, entry in top)
-            redis_cells = [_number(redis.get("commands_per_request")), named or "–",
+            redis_cells = [_number(redis.get("commands_per_request")),
+                           _number(redis.get("background_commands_per_s")),
+                           _number(redis.get("commands_per_request_less_background")), named or "–",
                            _number(redis.get("server_us_per_request"))]
         llm = figures.get("llm") or {}
         llm_cell = (f"error: {llm['error'][:60]}" if "error" in llm

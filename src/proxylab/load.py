@@ -40,6 +40,8 @@ class LoadSpec:
     keys_file: Path | None = None
     users_file: Path | None = None
     stream: bool = False  # streamed answers: the raw table gets each request's ttft_ms
+    model_mix: str = ""  # MODEL=SHARE,...: each request draws its model; empty: the lab's model
+    model_mix_seed: int = 1
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,8 @@ def locust_command(settings: LabSettings, spec: LoadSpec, raw_path: Path, log_pa
         command += ["--users-file", str(spec.users_file)]
     if spec.stream:
         command.append("--stream")
+    if spec.model_mix:
+        command += ["--model-mix", spec.model_mix, "--model-mix-seed", str(spec.model_mix_seed)]
     return command
 
 

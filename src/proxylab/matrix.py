@@ -21,8 +21,8 @@ from pathlib import Path
 
 import httpx
 
-from proxylab import (attribution, install, load, metadata, provision, report, results,
-                      state_reset, toxics)
+from proxylab import (attribution, install, load, metadata, model_mix, provision, report,
+                      results, state_reset, toxics)
 from proxylab.errors import LabError
 from proxylab.plan import DB_KEY_MODES, DB_USER_MODES, CellConfig, MatrixPlan
 from proxylab.rawlog import read_raw
@@ -66,6 +66,12 @@ def run_matrix(settings: LabSettings, plan: MatrixPlan, *, run_id: str | None = 
     elif run_dir.exists():
         raise LabError(f"result directory {run_dir} already exists; choose another --run-id")
     stack = make_stack(settings, runtime, log_dir=run_dir / "logs", tie_to_parent=True)
+    if plan.mock_behaviours:
+        if not isinstance(stack, NativeStack):
+            # TODO: mount the file into the Compose mock (docker-compose.yml) and set the variable.
+            raise LabError("--mock-behaviours: only the native runtime gives the mock a "
+                           "behaviours file so far; use --runtime native")
+        stack.mock_env = {"MOCK_LLM_BEHAVIOURS_FILE": plan.mock_behaviours}
     stack.refuse_if_running()
     stack.prepare()
     _refuse_modes_without_database(plan, stack)
@@ -89,6 +95,10 @@ def run_matrix(settings: LabSettings, plan: MatrixPlan, *, run_id: str | None = 
                 "machine": metadata.machine(), "git": metadata.git_commit(),
                 # The mock inherits these from the lab's environment: its latency, errors, streaming.
                 "mock_llm_env": attribution.mock_llm_environment(),
+                # By content too: the file may change after the run.
+                "mock_behaviours": ({"path": plan.mock_behaviours,
+                                     "models": model_mix.read_behaviours(plan.mock_behaviours)}
+                                    if plan.mock_behaviours else None),
             },
         )
         summary["proxy_releases"] = releases
@@ -116,7 +126,8 @@ def run_matrix(settings: LabSettings, plan: MatrixPlan, *, run_id: str | None = 
                     provisioned = _provision(settings, plan, run_dir)
                     summary["provisioned"] = provisioned.record()
                 try:
-                    warmup = warm_up(settings, plan.warmup_requests, plan.users, plan.stream)
+                    warmup = warm_up(settings, plan.warmup_requests, plan.users, plan.stream,
+                                     models=list(plan.model_mix) or None)
                 except LabError:
                     if not toxics.breaks_requests(group_toxics):
                         raise
@@ -174,7 +185,8 @@ def _refuse_modes_without_database(plan: MatrixPlan, stack: NativeStack) -> None
 def proxy_config(config: CellConfig, plan: MatrixPlan) -> ProxyConfig:
     return ProxyConfig(callbacks=(PROMETHEUS_CALLBACK,) if config.callbacks else (),
                        version=config.proxy_version or None,
-                       settings_json=json.dumps(plan.proxy_settings, sort_keys=True) if plan.proxy_settings else "")
+                       settings_json=json.dumps(plan.proxy_settings, sort_keys=True) if plan.proxy_settings else "",
+                       models=tuple(plan.routed_models()) if plan.mock_behaviours else ())
 
 
 def prepare_proxy_versions(settings: LabSettings, plan: MatrixPlan) -> dict[str, dict]:
@@ -204,13 +216,15 @@ def cell_id(config: CellConfig, repeat: int) -> str:
 
 
 def warm_up(settings: LabSettings, count: int, concurrency: int,
-            stream: bool = False) -> dict[str, int]:
+            stream: bool = False, models: list[str] | None = None) -> dict[str, int]:
     """Requests right after a proxy start, excluded from every figure; counted in the report.
 
     They are sent `concurrency` at a time, like the cells that follow: the proxy's first
     concurrent requests after a start were seen to stall for ~2 s, and sequential warm-up
-    requests do not take that hit for the cell.
+    requests do not take that hit for the cell. With `models` (a model mix) they take the
+    models in turn, so no model's first request through the proxy is counted either.
     """
+    models = models or [settings.model_name]
     body = {"model": settings.model_name, "messages": [{"role": "user", "content": "warm-up"}],
             "max_tokens": 4}
     if stream:
@@ -220,9 +234,10 @@ def warm_up(settings: LabSettings, count: int, concurrency: int,
     with httpx.Client(base_url=settings.url(settings.proxy_port), timeout=60, headers=headers,
                       limits=httpx.Limits(max_connections=concurrency)) as client:
 
-        def _send(_index: int) -> bool:
+        def _send(index: int) -> bool:
             try:
-                return client.post("/v1/chat/completions", json=body).status_code == 200
+                request = {**body, "model": models[index % len(models)]}
+                return client.post("/v1/chat/completions", json=request).status_code == 200
             except httpx.HTTPError:
                 return False
 
@@ -259,7 +274,8 @@ def _run_cell(settings: LabSettings, stack: NativeStack, plan: MatrixPlan, run_d
     spec = load.LoadSpec(config_id=config.config_id, total_requests=plan.requests, users=plan.users,
                          spawn_rate=plan.spawn_rate or plan.users, user_mode=config.user_mode,
                          key_mode=config.key_mode, max_run_time_s=plan.max_cell_time_s,
-                         stream=plan.stream,
+                         stream=plan.stream, model_mix=model_mix.mix_spec(plan.model_mix),
+                         model_mix_seed=plan.model_mix_seed,
                          keys_file=provisioned.keys_file if config.key_mode in DB_KEY_MODES else None,
                          users_file=provisioned.users_file if config.user_mode in DB_USER_MODES else None)
     logger.info("cell %s: %d requests from %d users", identifier, plan.requests, plan.users)
@@ -267,6 +283,11 @@ def _run_cell(settings: LabSettings, stack: NativeStack, plan: MatrixPlan, run_d
     probe = attribution.begin(settings, database=has_database, database_reason=database_reason,
                               cell_dir=cell_dir, proxy_pid=stack.proxy_pid(), profile=plan.profile)
     outcome = load.run_load(settings, spec, cell_dir, stack.proxy_pid())
+    # Read back after the load: the toxics really in force while it ran, not those asked for.
+    try:
+        toxics_in_force = [{"proxy": name, **toxic} for name, toxic in toxics.active_toxics(settings)]
+    except LabError as error:
+        toxics_in_force = {"error": str(error)}
     cell = results.cell_record(
         run_dir=run_dir, cell_id=identifier, config_id=config.config_id, config=asdict(config),
         repeat=repeat, raw_path=outcome.raw_path, expected_requests=plan.requests,
@@ -275,6 +296,7 @@ def _run_cell(settings: LabSettings, stack: NativeStack, plan: MatrixPlan, run_d
     )
     cell["proxy_start"] = proxy_start
     cell["state_reset"] = reset
+    cell["toxics_in_force"] = toxics_in_force
     cell["attribution"] = attribution.finish(settings, probe, read_raw(outcome.raw_path),
                                              run_dir=run_dir)
     results.write_json_atomic(cell_dir / "cell.json", cell)

@@ -28,9 +28,10 @@ RAW_COLUMNS: tuple[str, ...] = (
     # Added later; a table without them still reads, with the columns empty (OPTIONAL_COLUMNS).
     "ttft_ms",  # streamed requests: time to the first content token, measured by the client
     "proxy_response_ms",  # x-litellm-response-duration-ms response header, empty when absent
+    "model",  # the model the request asked for (a --model-mix draws it per request)
 )
 # Columns older tables lack: read as empty (NaN) rather than refused.
-OPTIONAL_COLUMNS: tuple[str, ...] = ("ttft_ms", "proxy_response_ms")
+OPTIONAL_COLUMNS: tuple[str, ...] = ("ttft_ms", "proxy_response_ms", "model")
 
 RAW_DTYPES = {
     "config_id": str,
@@ -45,6 +46,7 @@ RAW_DTYPES = {
     "overhead_ms": np.float64,
     "ttft_ms": np.float64,
     "proxy_response_ms": np.float64,
+    "model": str,
 }
 
 

@@ -9,6 +9,7 @@ ports differ, filled in here by `render_template`.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -60,6 +61,8 @@ class ProxyConfig:
     version: str | None = None
     # Extra proxy settings merged into the shared config, as JSON (hashable, like the rest).
     settings_json: str = ""
+    # Models routed besides the shared config's own, each like its first entry (to the mock).
+    models: tuple[str, ...] = ()
 
 
 @dataclass
@@ -129,7 +132,28 @@ def proxy_config_document(config: ProxyConfig) -> tuple[dict, list[str]]:
     if config.settings_json:
         for section, values in json.loads(config.settings_json).items():
             document.setdefault(section, {}).update(values)
+    add_models(document, config.models)
     return document, versions.adapt_config(document, config.version)
+
+
+def add_models(document: dict, models: tuple[str, ...]) -> None:
+    """One model_list entry per model not routed yet, a copy of the first entry for its name.
+
+    The mock answers every model name; what differs between them is the behaviour the mock's
+    behaviours file gives each.
+    """
+    model_list = document.setdefault("model_list", [])
+    template = model_list[0]
+    routed = {entry["model_name"] for entry in model_list}
+    for name in models:
+        if name in routed:
+            continue
+        entry = copy.deepcopy(template)
+        entry["model_name"] = name
+        provider = template["litellm_params"]["model"].split("/", 1)[0]
+        entry["litellm_params"]["model"] = f"{provider}/{name}"
+        model_list.append(entry)
+        routed.add(name)
 
 
 def render_proxy_config(config: ProxyConfig) -> str:
@@ -148,6 +172,8 @@ class NativeStack:
         self.database: install.DatabaseAvailability | None = None
         self.proxy_venv: Path | None = None
         self.proxy_config: ProxyConfig | None = None
+        # MOCK_LLM_* variables the mock gets besides its model names (a behaviours file).
+        self.mock_env: dict[str, str] = {}
 
     # --- whole stack -------------------------------------------------------------------
 
@@ -286,7 +312,7 @@ class NativeStack:
     def _mock_llm_spec(self) -> ServiceSpec:
         s = self.settings
         argv = [sys.executable, str(MOCK_LLM_APP), "--host", s.host, "--port", str(s.mock_llm_port)]
-        env = {"MOCK_LLM_MODELS": s.model_name}
+        env = {"MOCK_LLM_MODELS": s.model_name, **self.mock_env}
         return ServiceSpec("mock-llm", argv, [s.mock_llm_port],
                            lambda: self._http_ok(s.mock_llm_port, "/health"), env=env)
 
