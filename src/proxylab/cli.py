@@ -99,7 +99,9 @@ PLAN_FLAGS = {"callbacks": "--callbacks", "user_modes": "--user-mode", "key_mode
               "llm_latencies_ms": "--llm-latency-ms", "toxics": "--toxic", "repeats": "--repeats",
               "requests": "--requests", "users": "--users", "spawn_rate": "--spawn-rate",
               "warmup_requests": "--warmup", "proxy_versions": "--proxy-version", "order": "--order",
-              "replicas": "--replicas", "end_user_max_budget": "--end-user-budget"}
+              "replicas": "--replicas", "end_user_max_budget": "--end-user-budget",
+              "mock_behaviours": "--mock-behaviours", "model_mix": "--model-mix",
+              "model_mix_seed": "--model-mix-seed"}
 
 
 @app.command()
@@ -118,6 +120,13 @@ def matrix(
     proxy_version: Annotated[Optional[list[str]], typer.Option(
         help="LiteLLM release, one configuration per value (repeatable or comma-separated)")] = None,
     profile: Annotated[bool, typer.Option(help="py-spy profile of the proxy in each cell")] = False,
+    mock_behaviours: Annotated[Optional[Path], typer.Option(
+        help="per-model mock behaviours, JSON or YAML (services/mock_llm/README.md); every model "
+             "it names is routed through the proxy")] = None,
+    model_mix: Annotated[Optional[str], typer.Option(
+        help="share of requests per model, e.g. mock-gpt=0.9,mock-slow=0.1 (summing to 1)")] = None,
+    model_mix_seed: Annotated[Optional[int], typer.Option(
+        help="seed of the per-request model draws (default 1)")] = None,
     repeats: Annotated[Optional[int], typer.Option(help="runs per configuration")] = None,
     end_user_budget: Annotated[Optional[float], typer.Option(
         help="max budget (USD) of each end user the `created` user mode makes (needs the proxy's DB)")] = None,
@@ -164,6 +173,12 @@ def matrix(
         overrides["proxy_versions"] = _split(proxy_version)
     if stream:
         overrides["stream"] = True
+    if mock_behaviours is not None:
+        overrides["mock_behaviours"] = str(mock_behaviours)
+    if model_mix is not None:
+        from proxylab.model_mix import parse_model_mix
+
+        overrides["model_mix"] = parse_model_mix(model_mix)
     if profile:
         from proxylab.attribution import profiler_binary
 
@@ -172,7 +187,8 @@ def matrix(
         overrides["profile"] = True
     for name, value in (("repeats", repeats), ("replicas", replicas), ("requests", requests),
                         ("users", users), ("spawn_rate", spawn_rate), ("warmup_requests", warmup),
-                        ("order", order), ("end_user_max_budget", end_user_budget)):
+                        ("order", order), ("end_user_max_budget", end_user_budget),
+                        ("model_mix_seed", model_mix_seed)):
         if value is not None:
             overrides[name] = value
     try:
@@ -375,13 +391,14 @@ app.add_typer(scenario_app, name="scenario")
 @scenario_app.command("validate")
 def scenario_validate(files: Annotated[list[Path], typer.Argument(help="scenarios/*.yaml")]) -> None:
     """Check scenario files without running anything."""
-    from proxylab.scenarios import load_scenario
+    from proxylab.scenarios import PROVISIONAL_NOTE, load_scenario
 
     for path in files:
         scenario = load_scenario(path)
         configurations = len(scenario.plan().configurations())
         print(f"{path}: ok ({scenario.name}: {scenario.versions.before} -> {scenario.versions.after}, "
               f"{configurations} configurations)")
+    print(PROVISIONAL_NOTE)
 
 
 @scenario_app.command("run")
@@ -393,7 +410,7 @@ def scenario_run(
     """Run a scenario on its before and after releases and check its expected signature."""
     from proxylab import install, results
     from proxylab.matrix import run_matrix
-    from proxylab.scenarios import check_signature, load_scenario
+    from proxylab.scenarios import PROVISIONAL_NOTE, check_signature, load_scenario
 
     scenario = load_scenario(file)
     settings = _settings()
@@ -409,6 +426,7 @@ def scenario_run(
     summary["scenario"] = {"name": scenario.name, "file": str(file), "signature_checks": lines}
     results.save(run_dir, summary)
     print("\n".join(lines))
+    print(PROVISIONAL_NOTE)
     print(f"report: {run_dir / 'report.md'}")
     if any(line.startswith("MISMATCH") for line in lines):
         raise typer.Exit(1)
