@@ -54,7 +54,8 @@ from proxylab.settings import LabSettings
 logger = logging.getLogger(__name__)
 
 # Hop name as the lab's settings and reports call it -> toxiproxy proxy name.
-# TODO: no client->proxy hop: the load reaches the proxy directly (services/toxiproxy).
+# No client->proxy hop on purpose: the load reaches the proxy directly (docs/faults.md,
+# "Why there is no client->proxy hop").
 HOPS = {"llm": "proxy_to_llm", "postgres": "proxy_to_postgres", "redis": "proxy_to_redis"}
 # Kind -> (toxiproxy type, attribute the value goes into, unit of the value).
 KINDS = {
