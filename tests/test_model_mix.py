@@ -220,3 +220,54 @@ def test_raw_table_without_a_model_column_still_reads(tmp_path: Path) -> None:
     frame = read_raw(old)
 
     assert frame.loc[0, "latency_ms"] == 250.0 and frame["model"].isna().all()
+
+
+# --- end to end, through the proxy on the native stack ----------------------------------------
+
+SLOW_EXTRA_MS = 300
+STACK_REQUESTS = 80
+STACK_SLOW_SHARE = 0.25
+# Both models share the proxy and its queue; only the mock's 300 ms differs between them. The
+# proxy's own time per request varies by tens of ms on a busy two-core machine, so the medians'
+# difference is held to 300 ms +- 60 ms.
+SLOW_EXTRA_TOLERANCE_MS = 60
+
+
+@pytest.mark.stack
+def test_mock_behaviours_and_model_mix_through_the_proxy(tmp_path: Path) -> None:
+    from lab500 import cli_env, make_home, stop_and_remove
+
+    path = tmp_path / "behaviours.json"
+    path.write_text(json.dumps({"models": {"mock-slow": {"latency_ms": SLOW_EXTRA_MS}}}))
+    home = make_home()
+    try:
+        env = cli_env(home)
+        completed = run_cli(["matrix", "--callbacks", "off", "--user-mode", "none",
+                             "--mock-behaviours", str(path), "--model-mix",
+                             f"mock-gpt={1 - STACK_SLOW_SHARE:g},mock-slow={STACK_SLOW_SHARE:g}",
+                             "--requests", str(STACK_REQUESTS), "--users", "2", "--warmup", "6",
+                             "--run-id", "mix"], env, timeout_s=900)
+        assert completed.returncode == 0, completed.stderr[-3000:]
+        run_dir = Path(env["PROXYLAB_RESULTS_DIR"]) / "mix"
+        summary = json.loads((run_dir / "summary.json").read_text())
+        (cell,) = summary["cells"]
+        frame = read_raw(run_dir / cell["raw_table"])
+        report = (run_dir / "report.md").read_text()
+    finally:
+        stop_and_remove(home)
+
+    medians = frame.groupby("model")["latency_ms"].median()
+    counts = frame["model"].value_counts().to_dict()
+    measured = (f"median latency by model {medians.round(1).to_dict()} ms over {counts}; "
+                f"mock-slow - mock-gpt = {medians['mock-slow'] - medians['mock-gpt']:.1f} ms "
+                f"(mock adds {SLOW_EXTRA_MS} ms)")
+    print(measured)
+
+    assert (frame["ok"] == 1).all(), frame["error"].unique()
+    assert set(counts) == {"mock-gpt", "mock-slow"}, measured
+    assert abs(medians["mock-slow"] - medians["mock-gpt"] - SLOW_EXTRA_MS) <= (
+        SLOW_EXTRA_TOLERANCE_MS), measured
+    assert frame.loc[frame["model"] == "mock-slow", "latency_ms"].min() >= SLOW_EXTRA_MS * 0.95
+    assert summary["metadata"]["mock_behaviours"]["models"] == {
+        "mock-slow": {"latency_ms": SLOW_EXTRA_MS}}
+    assert "Model mix of the load: `mock-gpt` 0.75, `mock-slow` 0.25." in report
