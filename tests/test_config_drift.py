@@ -220,6 +220,30 @@ def test_proxy_config_variants_equal_the_native_rendering(
     )
 
 
+def test_a_proxy_setting_axis_reaches_both_runtimes_alike(
+    native: stack.NativeStack, settings: LabSettings, tmp_path: Path
+) -> None:
+    from proxylab.matrix import proxy_config
+    from proxylab.plan import MatrixPlan
+
+    plan = MatrixPlan(callbacks=[False, True], user_modes=["none"],
+                      proxy_setting_axes={"litellm_settings.request_timeout": [300, 600]})
+    variants = set()
+    for config in plan.configurations():
+        proxy = proxy_config(config, plan)
+        native._proxy_spec(proxy)  # writes the config the native proxy would start with
+        native_text = native.proxy_config_path().read_text()
+        compose_file = compose.write_proxy_variant(proxy, tmp_path)
+        assert compose_file.read_text() == native_text, config.config_id
+        assert yaml.safe_load(native_text)["litellm_settings"]["request_timeout"] == dict(
+            config.proxy_settings)["litellm_settings.request_timeout"]
+        # The container is pointed at this variant's file, not at the plain one.
+        environment = compose.compose_environment(settings, compose.ComposeSettings(), proxy)
+        assert compose_file.name == f"config.callbacks-{environment['PROXYLAB_PROXY_CALLBACKS']}.yaml"
+        variants.add(environment["PROXYLAB_PROXY_CALLBACKS"])
+    assert len(variants) == len(plan.configurations())
+
+
 def test_compose_proxy_config_path_matches_a_rendered_variant() -> None:
     raw = " ".join(command(raw_compose()["services"]["litellm"]))
     match = re.search(

@@ -178,7 +178,15 @@ def test_matrix_over_two_releases_records_each(lab_env: dict) -> None:
     assert summary["proxy_releases"]["1.99.0"]["installed"] == "1.99.0"
     assert summary["proxy_releases"]["1.108.7"]["installed"] == "1.108.7"
     assert all(cell["statistics"]["all"]["failed"] == 0 for cell in summary["cells"])
-    assert "LiteLLM 1.99.0:" in (run_dir / "report.md").read_text()
+    # Each cell names the release its proxy ran, and ran the config file adapted for it.
+    for cell in summary["cells"]:
+        assert cell["litellm_version"] == cell["config"]["proxy_version"], cell["cell_id"]
+        assert (run_dir / cell["proxy_config_file"]).is_file()
+    assert summary["metadata"]["versions"]["litellm"] == "1.99.0, 1.108.7"
+    text = (run_dir / "report.md").read_text()
+    assert "LiteLLM 1.99.0, 1.108.7 (one configuration each)" in text
+    assert "LiteLLM 1.99.0:" in text
+    assert "### proxy_version 1.108.7 vs 1.99.0" in text
 
 
 @pytest.mark.parametrize(("order", "expected"), [

@@ -101,7 +101,7 @@ PLAN_FLAGS = {"callbacks": "--callbacks", "user_modes": "--user-mode", "key_mode
               "warmup_requests": "--warmup", "proxy_versions": "--proxy-version", "order": "--order",
               "replicas": "--replicas", "end_user_max_budget": "--end-user-budget",
               "mock_behaviours": "--mock-behaviours", "model_mix": "--model-mix",
-              "model_mix_seed": "--model-mix-seed"}
+              "model_mix_seed": "--model-mix-seed", "proxy_setting_axes": "--proxy-setting"}
 
 
 @app.command()
@@ -119,6 +119,9 @@ def matrix(
     stream: Annotated[bool, typer.Option(help="stream answers; record time to first token")] = False,
     proxy_version: Annotated[Optional[list[str]], typer.Option(
         help="LiteLLM release, one configuration per value (repeatable or comma-separated)")] = None,
+    proxy_setting: Annotated[Optional[list[str]], typer.Option(
+        help="proxy setting as an axis, SECTION.KEY=V1,V2 (section litellm_settings, "
+             "general_settings or router_settings), one configuration per value; repeatable")] = None,
     profile: Annotated[bool, typer.Option(help="py-spy profile of the proxy in each cell")] = False,
     mock_behaviours: Annotated[Optional[Path], typer.Option(
         help="per-model mock behaviours, JSON or YAML (services/mock_llm/README.md); every model "
@@ -144,7 +147,7 @@ def matrix(
         help="an interrupted run's directory: run only its unfinished cells, with its own plan")] = None,
     runtime: RuntimeOption = "native",
 ) -> None:
-    """Run a matrix (callbacks x user modes x key modes x repeats) and write its report."""
+    """Run a matrix (callbacks x user modes x key modes x proxy settings x repeats) and write its report."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from proxylab.plan import FULL_PLAN, QUICK_PLAN, MatrixPlan
@@ -171,6 +174,19 @@ def matrix(
         overrides["toxics"] = toxic
     if proxy_version:
         overrides["proxy_versions"] = _split(proxy_version)
+    if proxy_setting:
+        from proxylab.plan import parse_proxy_setting
+
+        axes: dict[str, list] = {}
+        for text in proxy_setting:
+            try:
+                name, values = parse_proxy_setting(text)
+            except ValueError as error:
+                raise LabError(f"--proxy-setting: {error}") from None
+            if name in axes:
+                raise LabError(f"--proxy-setting: {name} is given twice; list its values in one flag")
+            axes[name] = values
+        overrides["proxy_setting_axes"] = axes
     if stream:
         overrides["stream"] = True
     if mock_behaviours is not None:
@@ -211,7 +227,7 @@ def matrix(
         previous = results.load_summary(resume)
         if previous["status"] == "complete":
             raise LabError(f"{resume} is complete; there is nothing to resume")
-        plan = MatrixPlan(**previous["plan"])
+        plan = MatrixPlan.from_summary(previous["plan"])
         runtime = previous["runtime"]
         finished = len(previous["cells"])
         settings = settings.model_copy(update={"results_dir": resume.resolve().parent})

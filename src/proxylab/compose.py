@@ -396,6 +396,12 @@ class ComposeStack:
         """A new container, so a new configuration begins from a fresh process."""
         self.start_proxy(config)
 
+    def proxy_config_path(self) -> Path:
+        """The rendered config file the proxy container mounts for its current configuration."""
+        if self.proxy_config is None:
+            raise LabError("the proxy has not been started by this lab")
+        return write_proxy_variant(self.proxy_config)
+
     def proxy_pid(self) -> int | None:
         """Host PID of the proxy container's main process, for CPU and memory sampling.
 

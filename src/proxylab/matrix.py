@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import signal
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +23,7 @@ from pathlib import Path
 import httpx
 
 from proxylab import (attribution, install, load, metadata, model_mix, provision, report,
-                      results, state_reset, toxics)
+                      results, state_reset, toxics, versions)
 from proxylab.errors import LabError
 from proxylab.plan import DB_KEY_MODES, DB_USER_MODES, CellConfig, MatrixPlan
 from proxylab.rawlog import read_raw
@@ -61,10 +62,11 @@ def run_matrix(settings: LabSettings, plan: MatrixPlan, *, run_id: str | None = 
     previous = None
     if resume:
         previous = results.load_summary(run_dir)
-        plan = MatrixPlan(**previous["plan"])
+        plan = MatrixPlan.from_summary(previous["plan"])
         runtime = previous["runtime"]
     elif run_dir.exists():
         raise LabError(f"result directory {run_dir} already exists; choose another --run-id")
+    _refuse_enterprise_callbacks(settings, plan)
     stack = make_stack(settings, runtime, log_dir=run_dir / "logs", tie_to_parent=True)
     if plan.mock_behaviours:
         if not isinstance(stack, NativeStack):
@@ -102,6 +104,9 @@ def run_matrix(settings: LabSettings, plan: MatrixPlan, *, run_id: str | None = 
             },
         )
         summary["proxy_releases"] = releases
+        # The stack reports its pinned release; the matrix ran these (one configuration each).
+        summary["metadata"]["versions"]["litellm"] = ", ".join(
+            str(entry["installed"]) for entry in releases.values())
     results.save(run_dir, summary)
     logger.info("matrix %s: %d cells to run into %s", run_id, len(order), run_dir)
     try:
@@ -122,6 +127,7 @@ def run_matrix(settings: LabSettings, plan: MatrixPlan, *, run_id: str | None = 
                 summary.setdefault("calibration", []).append(toxics.calibrate(settings, group_toxics))
                 stack.restart_proxy(proxy_config(first_config, plan))
                 proxy_start += 1
+                proxy_config_file = _keep_proxy_config(stack, run_dir, proxy_start)
                 if provisioned is None:
                     provisioned = _provision(settings, plan, run_dir)
                     summary["provisioned"] = provisioned.record()
@@ -135,7 +141,8 @@ def run_matrix(settings: LabSettings, plan: MatrixPlan, *, run_id: str | None = 
                     warmup = {"requests": plan.warmup_requests, "failed": plan.warmup_requests}
                 for config, repeat in group_cells:
                     cell = _run_cell(settings, stack, plan, run_dir, config, repeat, warmup,
-                                     proxy_start, provisioned)
+                                     proxy_start, provisioned, proxy_config_file,
+                                     _release_of(settings, summary, config))
                     summary["cells"].append(cell)
                     stack.mark_cell(run_id, cell)
                     results.save(run_dir, summary)
@@ -182,10 +189,38 @@ def _refuse_modes_without_database(plan: MatrixPlan, stack: NativeStack) -> None
                        f"({reason}); drop it or use the Compose runtime")
 
 
+def _refuse_enterprise_callbacks(settings: LabSettings, plan: MatrixPlan) -> None:
+    """The plan refuses the releases it names; the pinned one comes from the settings."""
+    if True in plan.callbacks and not plan.proxy_versions:
+        refusal = versions.callbacks_refusal(settings.proxy_version)
+        if refusal:
+            raise LabError(refusal)
+
+
+def _keep_proxy_config(stack: NativeStack, run_dir: Path, proxy_start: int) -> str:
+    """A copy of the config file this proxy start read, in the run's logs; its relative path.
+
+    The file the stack renders is rewritten at every start, so only the copy shows later what
+    each proxy process ran with.
+    """
+    kept = run_dir / "logs" / f"litellm-config.start-{proxy_start}.yaml"
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(stack.proxy_config_path(), kept)
+    return str(kept.relative_to(run_dir))
+
+
+def _release_of(settings: LabSettings, summary: dict, config: CellConfig) -> str | None:
+    """The LiteLLM version installed for the release `config` ran."""
+    release = config.proxy_version or settings.proxy_version
+    entry = (summary.get("proxy_releases") or {}).get(release) or {}
+    return entry.get("installed")
+
+
 def proxy_config(config: CellConfig, plan: MatrixPlan) -> ProxyConfig:
+    proxy_settings = plan.settings_for(config)
     return ProxyConfig(callbacks=(PROMETHEUS_CALLBACK,) if config.callbacks else (),
                        version=config.proxy_version or None,
-                       settings_json=json.dumps(plan.proxy_settings, sort_keys=True) if plan.proxy_settings else "",
+                       settings_json=json.dumps(proxy_settings, sort_keys=True) if proxy_settings else "",
                        models=tuple(plan.routed_models()) if plan.mock_behaviours else ())
 
 
@@ -262,7 +297,8 @@ def _provision(settings: LabSettings, plan: MatrixPlan, run_dir: Path) -> provis
 
 def _run_cell(settings: LabSettings, stack: NativeStack, plan: MatrixPlan, run_dir: Path,
               config: CellConfig, repeat: int, warmup: dict[str, int], proxy_start: int,
-              provisioned: provision.Provisioned) -> dict:
+              provisioned: provision.Provisioned, proxy_config_file: str,
+              litellm_version: str | None) -> dict:
     identifier = cell_id(config, repeat)
     cell_dir = run_dir / "cells" / identifier
     database = stack.database
@@ -289,12 +325,15 @@ def _run_cell(settings: LabSettings, stack: NativeStack, plan: MatrixPlan, run_d
     except LabError as error:
         toxics_in_force = {"error": str(error)}
     cell = results.cell_record(
-        run_dir=run_dir, cell_id=identifier, config_id=config.config_id, config=asdict(config),
+        run_dir=run_dir, cell_id=identifier, config_id=config.config_id, config=config.record(),
         repeat=repeat, raw_path=outcome.raw_path, expected_requests=plan.requests,
         started_at=started_at, load=outcome, warmup=warmup,
         generator_cpu_warn_percent=GENERATOR_CPU_WARN_PERCENT,
     )
     cell["proxy_start"] = proxy_start
+    # What this cell's proxy process ran: its config file (in logs/) and its LiteLLM version.
+    cell["proxy_config_file"] = proxy_config_file
+    cell["litellm_version"] = litellm_version
     cell["state_reset"] = reset
     cell["toxics_in_force"] = toxics_in_force
     cell["attribution"] = attribution.finish(settings, probe, read_raw(outcome.raw_path),

@@ -19,7 +19,7 @@ from proxylab import model_mix
 from proxylab.settings import REPO_ROOT
 from proxylab.errors import LabError
 from proxylab.toxics import NO_TOXIC, parse_scenario, scenario_spec
-from proxylab.versions import version_refusal
+from proxylab.versions import callbacks_refusal, version_refusal
 
 logger = logging.getLogger(__name__)
 
@@ -178,6 +178,13 @@ class MatrixPlan(BaseModel):
         return models
 
     def model_post_init(self, _context) -> None:
+        if True in self.callbacks:
+            # Refused here, before anything is installed or started: such a release would only
+            # fail at its first proxy start, after the releases before it had run.
+            for version in self.proxy_versions:
+                refusal = callbacks_refusal(version)
+                if refusal:
+                    raise ValueError(refusal)
         if self.model_mix:
             model_mix.check_mix_models(self.model_mix, self.routed_models())
         for name in self.proxy_setting_axes:

@@ -60,8 +60,15 @@ def _provenance_lines(summary: dict) -> list[str]:
     machine = meta.get("machine", {})
     git = meta.get("git", {})
     plan = summary.get("plan", {})
+    releases = summary.get("proxy_releases") or {}
+    # What each configuration ran; the stack's own version is only the pinned release's (and
+    # all that results of older versions of the lab recorded).
+    litellm = (", ".join(str(entry["installed"]) for entry in releases.values()) if releases
+               else versions.get("litellm"))
+    if len(releases) > 1:
+        litellm += " (one configuration each)"
     return [
-        f"- **Runtime:** {summary.get('runtime')}; LiteLLM {versions.get('litellm')}, "
+        f"- **Runtime:** {summary.get('runtime')}; LiteLLM {litellm}, "
         f"Locust {versions.get('locust')}, PostgreSQL {versions.get('postgres')}, "
         f"Redis {versions.get('redis')}, toxiproxy {versions.get('toxiproxy')}, "
         f"Prometheus {versions.get('prometheus')}",

@@ -248,13 +248,16 @@ class NativeStack:
         if response.status_code != 200:
             release = config.version or s.proxy_version
             raise LabError(f"LiteLLM {release} started with the Prometheus callback but /metrics/ "
-                           f"answers {response.status_code} (the callback was enterprise-only in "
-                           f"releases before late 2025); see logs/litellm-proxy.log")
+                           f"answers {response.status_code}; see logs/litellm-proxy.log")
 
     def restart_proxy(self, config: ProxyConfig) -> None:
         """Stop and start the proxy so a new configuration begins from a fresh process."""
         self.table.stop(PROXY)
         self.start_proxy(config)
+
+    def proxy_config_path(self) -> Path:
+        """The config file the running proxy was started with (rewritten at every start)."""
+        return self.settings.state_dir / "litellm-config.yaml"
 
     def proxy_pid(self) -> int | None:
         record = self.table.get(PROXY)
@@ -346,7 +349,7 @@ class NativeStack:
     def _proxy_spec(self, config: ProxyConfig) -> ServiceSpec:
         s = self.settings
         assert self.proxy_venv is not None
-        rendered = s.state_dir / "litellm-config.yaml"
+        rendered = self.proxy_config_path()
         rendered.write_text(render_proxy_config(config))
         argv = [str(self.proxy_venv / "bin" / "litellm"), "--config", str(rendered),
                 "--host", s.host, "--port", str(s.proxy_port), "--num_workers", "1"]

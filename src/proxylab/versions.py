@@ -20,6 +20,10 @@ COMPROMISED_PROXY_VERSIONS = {
 
 # /metrics became guarded by the master key around 1.85; before, the setting did not exist.
 METRICS_AUTH_SINCE = (1, 85, 0)
+# Before 1.80.0 the Prometheus callback (PrometheusLogger) ships only in the separately licensed
+# `litellm-enterprise` package and mounts /metrics for premium users only; 1.80.0 moved it into
+# litellm itself without the check (checked in the 1.79.3 and 1.80.0 wheels; BerriAI/litellm#16689).
+PROMETHEUS_OSS_SINCE = (1, 80, 0)
 
 _VERSION_RE = re.compile(r"^\d+\.\d+\.\d+(?:\.post\d+)?$")
 
@@ -38,6 +42,16 @@ def version_refusal(version: str) -> str | None:
     return None
 
 
+def callbacks_refusal(version: str) -> str | None:
+    """Why `version` cannot run with the Prometheus callback on (one line), or None when it can."""
+    if parse_version(version) < PROMETHEUS_OSS_SINCE:
+        since = ".".join(map(str, PROMETHEUS_OSS_SINCE))
+        return (f"LiteLLM {version} cannot run with callbacks on: its Prometheus callback is "
+                f"enterprise-only (open source since {since}); use --callbacks off or a release "
+                f">= {since}")
+    return None
+
+
 def adapt_config(document: dict, version: str | None) -> list[str]:
     """Adapt the proxy config `document` in place for `version`; return what was changed."""
     if not version:
@@ -48,6 +62,6 @@ def adapt_config(document: dict, version: str | None) -> list[str]:
         del settings["require_auth_for_metrics_endpoint"]
         changes.append("require_auth_for_metrics_endpoint dropped: /metrics has no key check "
                        "before 1.85")
-    # TODO: releases from before late 2025 ship the Prometheus callback in the enterprise
-    # edition only; they are detected when the proxy starts (see stack.start_proxy), not here.
+    # Releases whose Prometheus callback is enterprise-only are refused with callbacks on by the
+    # plan (callbacks_refusal), not adapted: without the callback there is nothing to compare.
     return changes
