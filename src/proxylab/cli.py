@@ -296,6 +296,8 @@ def compare(
     comparison = compare_module.compare_directories(run_a, run_b, options)
     out_dir = out or _settings().results_dir / f"compare-{run_a.name}-vs-{run_b.name}"
     paths = compare_module.write_comparison(comparison, out_dir)
+    for line in comparison.pairing_lines():
+        print(line)
     for entry in comparison.assessment.comparisons:
         print(entry.label)
         for verdict in entry.verdicts:
