@@ -423,3 +423,63 @@ def test_imported_logs_pair_on_and_off_of_the_same_variant(tmp_path: Path) -> No
                      ("callbacks", "callbacks_off_b", "callbacks_on_b"),
                      ("variant", "callbacks_off_a", "callbacks_off_b"),
                      ("variant", "callbacks_on_a", "callbacks_on_b")}
+
+
+def _hand_log_printing_above_1s(count: int) -> str:
+    """HAND_LOG (one success printed as exactly 1.000 s) with its 'Above 1s' line changed."""
+    printed = f"  Above 1s: {count}/2 ({100.0 * count / 2:.1f}%)\n"
+    return HAND_LOG.replace("  Above 1s: 0/2 (0.0%)\n", printed)
+
+
+@pytest.mark.parametrize(("printed_count", "within_rounding", "mismatches"), [
+    (0, 0, 0),  # strictly above: the request was at most 1.000 s
+    (1, 1, 0),  # the 1.000 s request was really 1.0004 s: within the 1 ms rounding
+    (2, 0, 1),  # more than the one tie can explain: a real mismatch
+])
+def test_threshold_ties_are_accepted_within_the_rounding(
+        tmp_path: Path, printed_count: int, within_rounding: int, mismatches: int) -> None:
+    log = _write(tmp_path, "tie.txt", _hand_log_printing_above_1s(printed_count))
+
+    summary, check = import_into_result_dir([log], tmp_path / "imported")
+
+    assert (len(check.within_rounding), len(check.mismatches)) == (within_rounding, mismatches)
+    if within_rounding:
+        assert check.within_rounding == [
+            "tie: above 1 s: 1 printed, 0 recomputed, 1 request(s) printed exactly at 1.000 s: "
+            "matches within the log's 1 ms rounding"]
+    if mismatches:
+        assert "above 1 s: 2 printed, 0 recomputed" in check.mismatches[0]
+    assert summary["cells"][0]["printed_check"] == {
+        "mismatches": [line.removeprefix("tie: ") for line in check.mismatches],
+        "within_rounding": [line.removeprefix("tie: ") for line in check.within_rounding]}
+
+
+@pytest.mark.skipif(not SEED_LOGS, reason=f"no seed logs found in {SEED_DIR}")
+def test_seed_logs_import_without_mismatches(tmp_path: Path) -> None:
+    """Every printed figure is reproduced; the one 1.000 s tie is named as rounding."""
+    _, check = import_into_result_dir(SEED_LOGS, tmp_path / "seed")
+
+    assert check.mismatches == []
+    assert len(check.within_rounding) == (1 if (SEED_DIR / "callbacks_off_10_per_user.txt")
+                                          in SEED_LOGS else 0)
+    for line in check.within_rounding:
+        assert line.startswith("callbacks_off_10_per_user: above 1 s: 332 printed, 331 recomputed")
+
+
+def test_cli_import_writes_both_reports_and_names_the_rounding(tmp_path: Path,
+                                                               lab_env: dict) -> None:
+    from conftest import run_cli
+
+    log = _write(tmp_path, "callbacks_off_tie.txt", _hand_log_printing_above_1s(1))
+    out = tmp_path / "imported"
+
+    completed = run_cli(["import", str(log), "--out", str(out)], lab_env, timeout_s=300)
+
+    assert completed.returncode == 0, completed.stderr
+    assert ("printed figure accepted: callbacks_off_tie: above 1 s: 1 printed, 0 recomputed, "
+            "1 request(s) printed exactly at 1.000 s: matches within the log's 1 ms rounding"
+            ) in completed.stderr
+    assert "differs from the log's own summary" not in completed.stderr
+    assert f"report: {out / 'report.md'} and {out / 'report.html'}" in completed.stdout
+    html = (out / "report.html").read_text()
+    assert "callbacks_off_tie" in html and "<script src=" not in html

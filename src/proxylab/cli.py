@@ -358,7 +358,7 @@ def import_logs(
     out: Annotated[Optional[Path], typer.Option(help="result directory to create")] = None,
 ) -> None:
     """Turn other tools' latency logs into a proxylab result directory, one cell per log."""
-    from proxylab import importers, report as report_module
+    from proxylab import html_report, importers, report as report_module
     from proxylab.results import new_run_id
 
     settings = _settings()
@@ -367,13 +367,16 @@ def import_logs(
         raise LabError(f"no such log file: {missing[0]}")
     run_dir = out or settings.results_dir / f"import-{new_run_id()}"
     try:
-        summary, mismatches = importers.import_into_result_dir(logs, run_dir)
+        summary, check = importers.import_into_result_dir(logs, run_dir)
     except (ValueError, FileExistsError) as error:
         raise LabError(str(error)) from None
-    report_module.write_markdown(run_dir, summary)
-    for line in mismatches:
+    markdown_path = report_module.write_markdown(run_dir, summary)
+    html_path = html_report.write_html(run_dir, summary)
+    for line in check.within_rounding:
+        console.print(f"printed figure accepted: {line}", markup=False)
+    for line in check.mismatches:
         console.print(f"differs from the log's own summary: {line}", markup=False)
-    print(f"imported {len(logs)} log(s) into {run_dir}; report: {run_dir / 'report.md'}")
+    print(f"imported {len(logs)} log(s) into {run_dir}; report: {markdown_path} and {html_path}")
 
 
 @app.command("runtime")

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from proxylab.rawlog import RAW_COLUMNS, RAW_DTYPES, write_header
@@ -462,11 +463,19 @@ def config_from_name(stem: str) -> dict:
     return config
 
 
-def import_into_result_dir(paths: list[Path], run_dir: Path) -> tuple[dict, list[str]]:
+@dataclass(frozen=True)
+class PrintedCheck:
+    """How the recomputed figures of imported seed logs compare with the printed ones."""
+
+    mismatches: list[str]  # printed figures the recomputation does not reproduce
+    within_rounding: list[str]  # counts that differ only by requests printed on a threshold
+
+
+def import_into_result_dir(paths: list[Path], run_dir: Path) -> tuple[dict, PrintedCheck]:
     """Make a proxylab result directory from other tools' logs, one cell per log file.
 
-    Returns the summary and, for seed logs, every printed figure that the recomputation
-    does not reproduce (an empty list means the import agrees with the source's summary).
+    Returns the summary and, for seed logs, the check of every printed figure against the
+    recomputation (no mismatches means the import agrees with the source's summary).
     """
     from proxylab import results
 
@@ -481,14 +490,20 @@ def import_into_result_dir(paths: list[Path], run_dir: Path) -> tuple[dict, list
         run_id=run_dir.name, plan={}, runtime="import",
         database={"available": None, "reason": "imported logs: unknown"},
         order=identifiers, metadata={"sources": [str(log.source_path) for log in imported]})
-    mismatches: list[str] = []
+    check = PrintedCheck(mismatches=[], within_rounding=[])
     for identifier, log in zip(identifiers, imported):
         cell_dir = run_dir / "cells" / identifier
         raw_path = write_imported(log.frame, cell_dir)
         figures = results.split_statistics(log.frame)
         warnings = [text for text in [results.failure_warning(log.frame)] if text]
+        cell_check = None
         if log.printed is not None:
-            mismatches += [f"{identifier}: {text}" for text in _printed_mismatches(log.printed, figures["all"])]
+            ok_latency_ms = log.frame.loc[log.frame["ok"] == 1, "latency_ms"].to_numpy()
+            mismatches, within_rounding = _printed_mismatches(log.printed, figures["all"],
+                                                              ok_latency_ms)
+            check.mismatches.extend(f"{identifier}: {text}" for text in mismatches)
+            check.within_rounding.extend(f"{identifier}: {text}" for text in within_rounding)
+            cell_check = {"mismatches": mismatches, "within_rounding": within_rounding}
         summary["cells"].append({
             "cell_id": identifier, "config_id": identifier,
             "config": {"source_format": log.source_format,
@@ -496,16 +511,24 @@ def import_into_result_dir(paths: list[Path], run_dir: Path) -> tuple[dict, list
                        **config_from_name(identifier)},
             "repeat": 1, "raw_table": str(raw_path.relative_to(run_dir)),
             "statistics": figures, "warnings": warnings,
+            **({"printed_check": cell_check} if cell_check is not None else {}),
         })
     summary["status"] = "complete"
     summary["finished_at"] = results.now_iso()
     results.save(run_dir, summary)
-    return summary, mismatches
+    return summary, check
 
 
-def _printed_mismatches(printed: PrintedSummary, figures: dict) -> list[str]:
-    """Printed figures (seconds, 3 decimals) that the recomputed ones do not round to."""
-    found = []
+def _printed_mismatches(printed: PrintedSummary, figures: dict,
+                        ok_latency_ms: np.ndarray) -> tuple[list[str], list[str]]:
+    """Printed figures (seconds, 3 decimals) that the recomputed ones do not round to.
+
+    Returns (mismatches, within_rounding). The log rounds each latency to 1 ms, so a
+    request printed as exactly N.000 s may have been slower than N s: a printed "above N s"
+    count between the strict recomputed count and that plus the requests printed exactly
+    at N s is within the rounding, not a mismatch.
+    """
+    found, within_rounding = [], []
     if printed.succeeded != figures["succeeded"] or printed.failed != figures["failed"]:
         found.append(f"counts {printed.succeeded}/{printed.failed} printed, "
                      f"{figures['succeeded']}/{figures['failed']} recomputed")
@@ -516,8 +539,17 @@ def _printed_mismatches(printed: PrintedSummary, figures: dict) -> list[str]:
             found.append(f"{name} {value_s:.3f} s printed, {value_ms / 1000:.3f} s recomputed")
     recomputed = {entry["threshold_s"]: entry["count"] for entry in figures["above"]}
     for threshold in printed.above:
-        if recomputed.get(threshold.threshold_s) != threshold.count:
+        strict = recomputed.get(threshold.threshold_s)
+        if strict == threshold.count:
+            continue
+        ties = int((ok_latency_ms == threshold.threshold_s * 1000).sum())
+        if strict is not None and ties and strict <= threshold.count <= strict + ties:
+            within_rounding.append(
+                f"above {threshold.threshold_s:g} s: {threshold.count} printed, {strict} "
+                f"recomputed, {ties} request(s) printed exactly at "
+                f"{threshold.threshold_s:g}.000 s: matches within the log's 1 ms rounding")
+        else:
             found.append(f"above {threshold.threshold_s:g} s: {threshold.count} printed, "
-                         f"{recomputed.get(threshold.threshold_s)} recomputed (a value rounded onto "
-                         f"the threshold in the log can cause this)")
-    return found
+                         f"{strict} recomputed ({ties} request(s) printed exactly at the "
+                         f"threshold)")
+    return found, within_rounding
