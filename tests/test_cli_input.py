@@ -58,3 +58,59 @@ def test_bad_import_file_names_the_file(tmp_path: Path, lab_env: dict) -> None:
     assert completed.returncode == 2
     assert "garbage.txt" in completed.stderr
     assert not (tmp_path / "out").exists()
+
+
+def _one_line_error(completed, *expected: str) -> None:
+    assert completed.returncode == 2, completed.stderr
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1, completed.stderr
+    assert lines[0].startswith("proxylab: error: ")
+    assert all(text in lines[0] for text in expected), lines[0]
+
+
+@pytest.mark.parametrize(("command", "content"), [
+    (["report"], '{"schema": "proxylab.summary", "cells": ['),  # cut short
+    (["report"], ""),
+    (["report"], "[1, 2]"),
+    (["report"], "\udcff".encode("utf-8", "surrogateescape")),  # not UTF-8
+    (["calibrate", "--from-run"], '{"schema": "proxylab.summary", "cells": ['),
+])
+def test_corrupt_summary_is_one_line_naming_the_file(tmp_path: Path, lab_env: dict,
+                                                     content: str | bytes,
+                                                     command: list[str]) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    summary = run_dir / "summary.json"
+    if isinstance(content, bytes):
+        summary.write_bytes(content)
+    else:
+        summary.write_text(content)
+
+    completed = run_cli([*command, str(run_dir)], lab_env, timeout_s=120)
+
+    _one_line_error(completed, str(summary))
+
+
+def test_compare_with_a_corrupt_summary_names_that_file(tmp_path: Path, lab_env: dict) -> None:
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    for run_dir in (good, bad):
+        run_dir.mkdir()
+    (good / "summary.json").write_text(json.dumps({"schema": "proxylab.summary",
+                                                   "schema_version": 1, "cells": []}))
+    (bad / "summary.json").write_text("{not json")
+
+    completed = run_cli(["compare", str(good), str(bad)], lab_env, timeout_s=120)
+
+    _one_line_error(completed, str(bad / "summary.json"), "cannot read the summary")
+
+
+@pytest.mark.parametrize(("content", "found"), [("- name: a\n- name: b\n", "list"),
+                                                ("just a sentence\n", "str")])
+def test_scenario_whose_top_level_is_not_a_mapping_is_one_line(tmp_path: Path, lab_env: dict,
+                                                               content: str, found: str) -> None:
+    scenario = tmp_path / "listed.yaml"
+    scenario.write_text(content)
+
+    completed = run_cli(["scenario", "validate", str(scenario)], lab_env, timeout_s=120)
+
+    _one_line_error(completed, str(scenario), f"found a {found} at the top level")

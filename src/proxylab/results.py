@@ -74,7 +74,14 @@ def load_summary(run_dir: Path) -> dict:
     path = run_dir / SUMMARY_FILE
     if not path.exists():
         raise LabError(f"{run_dir} is not a proxylab result directory (no {SUMMARY_FILE})")
-    summary = json.loads(path.read_text())
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        # Typically a file cut short by a full disk or hand-edited.
+        raise LabError(f"{path}: cannot read the summary ({error})") from None
+    if not isinstance(summary, dict):
+        raise LabError(f"{path}: not a proxylab summary (top level is a {type(summary).__name__}, "
+                       f"not an object)")
     if summary.get("schema") != SUMMARY_SCHEMA or summary.get("schema_version") != SUMMARY_SCHEMA_VERSION:
         raise LabError(f"{path}: unsupported schema {summary.get('schema')} v{summary.get('schema_version')}")
     return summary

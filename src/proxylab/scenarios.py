@@ -105,6 +105,9 @@ def load_scenario(path: Path) -> Scenario:
         document = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as error:
         raise LabError(f"{path}: cannot read scenario ({str(error).splitlines()[0]})") from None
+    if document is not None and not isinstance(document, dict):
+        raise LabError(f"{path}: a scenario is a mapping of fields (name, versions, ...), "
+                       f"found a {type(document).__name__} at the top level")
     try:
         scenario = Scenario(**(document or {}))
         scenario.plan()
