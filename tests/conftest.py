@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +23,10 @@ PROXYLAB = [sys.executable, "-m", "proxylab.cli"]
 TEST_PORT_OFFSET = int(os.environ.get("PROXYLAB_TEST_PORT_OFFSET", "700"))
 ATTRIBUTION_TEST_PORT_OFFSET = TEST_PORT_OFFSET + 100
 DASHBOARD_TEST_PORT_OFFSET = TEST_PORT_OFFSET + 200
+
+# Figures tests measured (noise floors, coverage, power), as (test id, line). pytest's output
+# capture hides what passing tests print, so these are shown in a section at the end.
+MEASURED_FIGURES: list[tuple[str, str]] = []
 
 
 @pytest.fixture(scope="session")
@@ -52,3 +56,25 @@ def lab_env() -> Iterator[dict[str, str]]:
 def run_cli(args: list[str], env: dict[str, str], timeout_s: float = 900) -> subprocess.CompletedProcess:
     return subprocess.run([*PROXYLAB, *args], env=env, cwd=REPO_ROOT, capture_output=True, text=True,
                           timeout=timeout_s)
+
+
+@pytest.fixture
+def measured(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """Record a measured figure (one or more lines) for the "measured figures" section."""
+    def record(text: str) -> None:
+        for line in text.splitlines() or [""]:
+            MEASURED_FIGURES.append((request.node.nodeid, line))
+        print(text)  # also in the captured output of a failing test
+    return record
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not MEASURED_FIGURES:
+        return
+    terminalreporter.section("measured figures")
+    test_id = None
+    for recorded_by, line in MEASURED_FIGURES:
+        if recorded_by != test_id:
+            test_id = recorded_by
+            terminalreporter.write_line(test_id)
+        terminalreporter.write_line(f"  {line}")

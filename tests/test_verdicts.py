@@ -53,24 +53,25 @@ def _rate(comparisons: list[verdicts.Comparison], test) -> dict[str, float]:
 # --- between configurations: known answers over seeded trials ------------------------------
 
 
-def test_identical_distributions_give_no_difference_in_95_percent_of_trials(aa_trials) -> None:
+def test_identical_distributions_give_no_difference_in_95_percent_of_trials(aa_trials,
+                                                                            measured) -> None:
     no_difference = _rate(aa_trials, lambda verdict: not verdict.significant)
-    print(f"A/A, {TRIALS} trials, 'no difference' rate per statistic: {no_difference}")
+    measured(f"A/A, {TRIALS} trials, 'no difference' rate per statistic: {no_difference}")
     for name, rate in no_difference.items():
         assert rate >= 0.95, f"{name}: only {rate:.1%} of A/A trials said no difference"
 
 
-def test_identical_distributions_without_floor_stay_near_nominal(aa_trials) -> None:
+def test_identical_distributions_without_floor_stay_near_nominal(aa_trials, measured) -> None:
     # Without the practical floor only the interval decides: the false-alarm rate is then
     # the interval's own, 5 % nominal; 7 % leaves two binomial SDs of 200 trials.
     excludes_zero = _rate(aa_trials, lambda v: v.ci_low > 0 or v.ci_high < 0)
-    print(f"A/A, {TRIALS} trials, interval excludes 0: {excludes_zero}")
+    measured(f"A/A, {TRIALS} trials, interval excludes 0: {excludes_zero}")
     assert all(rate <= 0.07 for rate in excludes_zero.values()), excludes_zero
 
 
-def test_ten_percent_shift_is_detected_at_documented_power(shift_trials) -> None:
+def test_ten_percent_shift_is_detected_at_documented_power(shift_trials, measured) -> None:
     detected = _rate(shift_trials, lambda v: v.significant and v.effect > 0)
-    print(f"10 % shift, {TRIALS} trials, detected: {detected}")
+    measured(f"10 % shift, {TRIALS} trials, detected: {detected}")
     assert detected["p95_ms"] >= DOCUMENTED_POWER, detected
     # Never the wrong way round.
     assert not any(v.significant and v.effect < 0 for c in shift_trials for v in c.verdicts
@@ -79,15 +80,15 @@ def test_ten_percent_shift_is_detected_at_documented_power(shift_trials) -> None
 
 @pytest.mark.parametrize("true_effect_percent", [0.0, 100.0 * (SHIFT - 1.0)])
 def test_interval_covers_the_true_ratio_about_95_percent(true_effect_percent, aa_trials,
-                                                         shift_trials) -> None:
+                                                         shift_trials, measured) -> None:
     trials = aa_trials if true_effect_percent == 0 else shift_trials
     covered = _rate(trials, lambda v: v.ci_low <= true_effect_percent <= v.ci_high)
-    print(f"true change {true_effect_percent:+.0f} %, coverage over {TRIALS} trials: {covered}")
+    measured(f"true change {true_effect_percent:+.0f} %, coverage over {TRIALS} trials: {covered}")
     for name, rate in covered.items():
         assert 0.91 <= rate <= 0.995, f"{name}: coverage {rate:.1%}"
 
 
-def test_three_runs_use_standard_error_interval_that_still_covers() -> None:
+def test_three_runs_use_standard_error_interval_that_still_covers(measured) -> None:
     covered = 0
     trials = 100
     for trial in range(trials):
@@ -97,7 +98,7 @@ def test_three_runs_use_standard_error_interval_that_still_covers() -> None:
                                            label=f"small {trial}")
         verdict = comparison.verdict("p95_ms")
         covered += verdict.ci_low <= 10.0 <= verdict.ci_high
-    print(f"3+3 runs: coverage {covered}/{trials}")
+    measured(f"3+3 runs: coverage {covered}/{trials}")
     assert covered >= 90
     assert any("cannot reach significance" in str(w) for w in comparison.warnings)
     assert verdict.rank_min_p == pytest.approx(0.1)
@@ -136,7 +137,7 @@ def test_request_blocks_follow_the_correlation_of_a_run() -> None:
     assert verdicts.request_block_length(np.full(100, 5.0)) == 1
 
 
-def test_single_run_a_over_a_with_correlated_requests_rarely_calls_a_difference() -> None:
+def test_single_run_a_over_a_with_correlated_requests_rarely_calls_a_difference(measured) -> None:
     # Resampling single requests called ~60 % of these identical pairs different (avg);
     # blocks keep the slow spells together and bring that near the nominal level.
     trials, alarms = 60, 0
@@ -146,11 +147,11 @@ def test_single_run_a_over_a_with_correlated_requests_rarely_calls_a_difference(
             [synthetic.run(_correlated_latencies(rng, 1000), "a")],
             [synthetic.run(_correlated_latencies(rng, 1000), "b")], label=f"aa{trial}")
         alarms += comparison.verdict("avg_ms").significant
-    print(f"single-run A/A, AR(1) 0.9: {alarms}/{trials} called significant")
+    measured(f"single-run A/A, AR(1) 0.9: {alarms}/{trials} called significant")
     assert alarms <= 12
 
 
-def test_request_fallback_interval_covers_when_requests_are_independent() -> None:
+def test_request_fallback_interval_covers_when_requests_are_independent(measured) -> None:
     covered, trials = 0, 100
     for trial in range(trials):
         rng = np.random.default_rng([5, trial])
@@ -159,7 +160,7 @@ def test_request_fallback_interval_covers_when_requests_are_independent() -> Non
             [synthetic.run(synthetic.latencies(rng, 500, run_cv=0), "b")], label=f"t{trial}")
         verdict = comparison.verdict("p95_ms")
         covered += verdict.ci_low <= 0.0 <= verdict.ci_high
-    print(f"one run each, independent requests: coverage {covered}/{trials}")
+    measured(f"one run each, independent requests: coverage {covered}/{trials}")
     assert covered >= 88
 
 
@@ -255,14 +256,14 @@ def test_p99_interval_of_200_requests_has_no_upper_end() -> None:
     assert lower_rank == 195
 
 
-def test_percentile_interval_covers_true_quantile() -> None:
+def test_percentile_interval_covers_true_quantile(measured) -> None:
     true_p95_ms = -math.log(0.05) * 100.0  # exponential with mean 100 ms
     rng = np.random.default_rng(23)
     covered = 0
     for _ in range(400):
         low, high = verdicts.percentile_ci(rng.exponential(100.0, 500), 0.95)
         covered += low <= true_p95_ms <= high
-    print(f"order-statistic p95 interval coverage: {covered}/400")
+    measured(f"order-statistic p95 interval coverage: {covered}/400")
     assert covered >= 0.93 * 400
 
 
