@@ -53,13 +53,15 @@ def _assessment(run_dir: Path) -> verdicts.Assessment:
     return verdicts.assess_run_dir(run_dir, json.loads((run_dir / "summary.json").read_text()))
 
 
-def test_injected_provider_latency_is_detected_with_an_interval_covering_it(injected_run: Path) -> None:
+def test_injected_provider_latency_is_detected_with_an_interval_covering_it(
+        injected_run: Path, measured) -> None:
     (comparison,) = [c for c in _assessment(injected_run).comparisons if c.axis == "llm_latency_ms"]
     average = comparison.verdict("avg_ms")
     true_effect_percent = 100 * (CANDIDATE_MS - BASE_MS) / average.baseline_mean
 
-    print(f"avg {average.baseline_mean:.1f} -> {average.candidate_mean:.1f} ms: {average.effect:+.1f} % "
-          f"(CI {average.ci_low:+.1f} .. {average.ci_high:+.1f} %), true {true_effect_percent:+.1f} %")
+    measured(f"avg {average.baseline_mean:.1f} -> {average.candidate_mean:.1f} ms: "
+             f"{average.effect:+.1f} % (CI {average.ci_low:+.1f} .. {average.ci_high:+.1f} %), "
+             f"true {true_effect_percent:+.1f} %")
     assert average.significant, average.text
     assert average.ci_low <= true_effect_percent <= average.ci_high, average.text
 
@@ -74,15 +76,24 @@ def test_every_repeat_has_its_own_proxy_start(injected_run: Path) -> None:
            "database: none (no DB, see above)" in report
 
 
-def test_a_over_a_matrix_shows_no_difference_and_prints_the_noise_floor(a_over_a_run: Path) -> None:
+def test_a_over_a_matrix_shows_no_difference_and_prints_the_noise_floor(
+        a_over_a_run: Path, measured) -> None:
     (comparison,) = [c for c in _assessment(a_over_a_run).comparisons if c.axis == "replica"]
     floor = calibrate.calibrate(verdicts.load_runs(a_over_a_run), options=verdicts.VerdictOptions(),
                                 source=a_over_a_run.name)
 
-    print(calibrate.render_text(floor))
-    for statistic in ("avg_ms", "p50_ms", "p95_ms"):
-        verdict = comparison.verdict(statistic)
-        print(f"{comparison.label}: {verdict.text}")
-        assert not verdict.significant, verdict.text
+    measured(calibrate.render_text(floor))
+    for verdict in comparison.verdicts:
+        measured(f"{comparison.label}: {verdict.text}")
+    measured(f"{comparison.label}: shares zero in every run of both (nothing to judge): "
+             f"{', '.join(comparison.quiet_shares) or 'none'}")
+    # Every statistic the report gives, p99 and the shares too: Holm's correction keeps each
+    # family's false-alarm rate at 5 % however many there are. A share that is zero in every
+    # run of both replicas is reported as such rather than judged.
+    judged = {verdict.statistic for verdict in comparison.verdicts}
+    assert judged | set(comparison.quiet_shares) == set(verdicts.VerdictOptions().statistics)
+    assert all(verdicts.is_share(statistic) for statistic in comparison.quiet_shares)
+    significant = [verdict.text for verdict in comparison.verdicts if verdict.significant]
+    assert not significant, significant
     assert not any("proxy start" in str(warning) for warning in comparison.warnings)
     assert "replica 2 vs 1" in (a_over_a_run / "report.md").read_text()
