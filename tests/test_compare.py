@@ -92,7 +92,7 @@ def test_comparison_files_are_written_and_json_is_strict(before_after, tmp_path:
         raise AssertionError(f"non-standard JSON constant {constant}")
 
     document = json.loads(paths[2].read_text(), parse_constant=refuse)
-    assert document["schema"] == "proxylab.comparison"
+    assert (document["schema"], document["schema_version"]) == ("proxylab.comparison", 2)
     assert {entry["label"] for entry in document["comparisons"]} == {
         "callbacks-off: after vs before", "callbacks-on: after vs before"}
     assert "<script src=" not in paths[1].read_text()

@@ -232,7 +232,8 @@ def write_comparison(comparison: DirectoryComparison, out_dir: Path) -> list[Pat
         f"proxylab comparison {comparison.name_b} vs {comparison.name_a}", markdown,
         comparison.assessment))
     document = {
-        "schema": "proxylab.comparison", "schema_version": 1, "created_at": results.now_iso(),
+        # Version 2: "pairs" replaced "matched"; unpaired configurations carry their reason.
+        "schema": "proxylab.comparison", "schema_version": 2, "created_at": results.now_iso(),
         "baseline_dir": str(comparison.dir_a), "candidate_dir": str(comparison.dir_b),
         "pairs": [{"baseline": pair.config_a, "candidate": pair.config_b, "keys": list(pair.keys)}
                   for pair in comparison.pairs],
