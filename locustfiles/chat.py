@@ -17,7 +17,8 @@ Interactive: drop `--headless`, open http://127.0.0.1:8089; the options below sh
 
 Distributed (`--master` plus `--worker` processes, as Compose's locust-master and
 locust-worker): the master counts the requests its workers finish and stops the run at
-`--total-requests` (up to one request per user more may be in flight then and recorded);
+`--total-requests`; requests that finish before its stop reaches the workers land too (with a
+fast upstream a few per user; the lab's own matrix never runs distributed, it is for the web UI);
 each worker writes its own raw table, `<raw-csv stem>.worker-<index>.csv`, and numbers its
 users so that ids are unique across workers (user i of worker w of W is i*W - W + w + 1).
 """
