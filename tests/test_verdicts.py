@@ -448,3 +448,20 @@ def test_an_interval_that_excludes_zero_without_holm_is_reported_unconfirmed(shi
         assert "not once corrected" in verdict.text
     latency = [v for c in shift_trials for v in c.verdicts if v.statistic in LATENCY]
     assert {v.family_size for v in latency} == {4}
+
+
+def test_within_run_table_gives_a_wilson_interval_for_every_threshold_with_data() -> None:
+    # 100 requests: 10 above 1 s, 3 of them above 2 s, none above 3 s.
+    latency_ms = np.array([500.0] * 90 + [1500.0] * 7 + [2500.0] * 3)
+    assessment = verdicts.assess({"base": [synthetic.run(latency_ms)]}, [])
+
+    table = verdicts.markdown_section(assessment)
+    header = next(line for line in table if line.startswith("| cell | requests"))
+    row = next(line for line in table if line.startswith("| `base.r1`"))
+    columns = dict(zip([c.strip() for c in header.strip("|").split("|")],
+                       [c.strip() for c in row.strip("|").split("|")]))
+
+    low, high = verdicts.wilson_interval(3, 100)
+    assert columns[">2s % [CI]"] == f"3.00 [{100 * low:.2f} … {100 * high:.2f}]"
+    assert columns[">1s % [CI]"].startswith("10.00 [")
+    assert ">3s % [CI]" not in columns  # no request above 3 s in any run: no column

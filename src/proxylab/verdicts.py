@@ -1072,8 +1072,9 @@ def markdown_section(assessment: Assessment) -> list[str]:
     lines += ["### Spread over runs", "", *_spread_table(assessment), "",
               "### Within-run intervals", "",
               (f"{level} intervals of each run: percentiles from order statistics (– where the "
-              f"run has too few requests for that end), the share above "
-              f"{options.thresholds_s[0] if options.thresholds_s else 1:g} s by Wilson's method."),
+              f"run has too few requests for that end), the share above each threshold by "
+              f"Wilson's method (the first threshold always, the others where a run has a "
+              f"request above them)."),
               "",
               *_interval_table(assessment), ""]
     return lines
@@ -1098,39 +1099,47 @@ def _spread_table(assessment: Assessment) -> list[str]:
 
 
 def run_intervals(run: Run, options: VerdictOptions) -> dict[str, Any]:
-    """One run's percentiles and the share above the first threshold, with their intervals."""
+    """One run's percentiles and its share above each threshold, with their intervals.
+
+    ``shares`` holds (threshold s, count, requests, low, high) per threshold, in order.
+    """
     latency_ms = run.latency_ms(options.split)
     figures: dict[str, Any] = {"cell_id": run.cell_id, "requests": int(latency_ms.size)}
     if latency_ms.size:
         values = statistics_matrix(latency_ms, list(QUANTILES))[0]
         for (name, q), value in zip(QUANTILES.items(), values):
             figures[name] = (float(value), *percentile_ci(latency_ms, q, options.confidence))
-    threshold_s = options.thresholds_s[0] if options.thresholds_s else 1
-    count = int(np.count_nonzero(latency_ms > threshold_s * 1000.0))
-    low, high = wilson_interval(count, int(latency_ms.size), options.confidence)
-    figures["share"] = (threshold_s, count, latency_ms.size, low, high)
+    figures["shares"] = []
+    for threshold_s in options.thresholds_s or (1,):
+        count = int(np.count_nonzero(latency_ms > threshold_s * 1000.0))
+        low, high = wilson_interval(count, int(latency_ms.size), options.confidence)
+        figures["shares"].append((threshold_s, count, int(latency_ms.size), low, high))
     return figures
 
 
 def _interval_table(assessment: Assessment) -> list[str]:
     options = assessment.options
-    threshold_s = options.thresholds_s[0] if options.thresholds_s else 1
+    rows = [run_intervals(run, options) for runs in assessment.groups.values() for run in runs]
+    # The first threshold always; the others only where some run has a request above them,
+    # so ten columns of "0.00" do not bury the ones that say something.
+    thresholds_s = options.thresholds_s or (1,)
+    shown = [index for index in range(len(thresholds_s))
+             if index == 0 or any(figures["shares"][index][1] for figures in rows)]
     header = ["cell", "requests"] + [f"{statistic_title(name)} s [CI]" for name in QUANTILES] + [
-        f">{threshold_s:g}s % [CI]"]
+        f">{thresholds_s[index]:g}s % [CI]" for index in shown]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for runs in assessment.groups.values():
-        for run in runs:
-            figures = run_intervals(run, options)
-            cells = [f"`{run.cell_id}`", str(figures["requests"])]
-            for name in QUANTILES:
-                if name not in figures:
-                    cells.append("–")
-                    continue
-                value, low, high = figures[name]
-                cells.append(f"{value / 1000:.3f} [{_seconds_or_share(name, low)} … "
-                             f"{_seconds_or_share(name, high)}]")
-            _, count, n, low, high = figures["share"]
+    for figures in rows:
+        cells = [f"`{figures['cell_id']}`", str(figures["requests"])]
+        for name in QUANTILES:
+            if name not in figures:
+                cells.append("–")
+                continue
+            value, low, high = figures[name]
+            cells.append(f"{value / 1000:.3f} [{_seconds_or_share(name, low)} … "
+                         f"{_seconds_or_share(name, high)}]")
+        for index in shown:
+            _, count, n, low, high = figures["shares"][index]
             cells.append("–" if not n else f"{100 * count / n:.2f} [{100 * low:.2f} … "
                                            f"{100 * high:.2f}]")
-            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
