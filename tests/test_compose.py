@@ -122,8 +122,10 @@ def test_proxy_image_follows_the_lab_pin_and_skips_compromised_releases(
         from proxylab.settings import COMPROMISED_PROXY_VERSIONS
 
     raw_image = raw_compose()["services"]["litellm"]["image"]
-    assert variables(raw_image) == [("PROXYLAB_PROXY_VERSION", ":-", DEFAULT_PROXY_VERSION)]
+    assert variables(raw_image) == [("PROXYLAB_PROXY_TAG_PREFIX", ":-", "v"),
+                                    ("PROXYLAB_PROXY_VERSION", ":-", DEFAULT_PROXY_VERSION)]
     assert read_env_file()["PROXYLAB_PROXY_VERSION"] == DEFAULT_PROXY_VERSION
+    assert read_env_file()["PROXYLAB_PROXY_TAG_PREFIX"] == "v"
     for version in COMPROMISED_PROXY_VERSIONS:
         assert version not in raw_image
 
@@ -599,3 +601,19 @@ def test_compose_stack_drives_docker_compose(
     )
     assert all(call["proxy_port"] == str(lab_settings.proxy_port) for call in compose_calls)
     assert pid == 4242
+
+
+@pytest.mark.parametrize(("version", "image"), [
+    ("1.108.7", "ghcr.io/berriai/litellm:v1.108.7"),
+    ("1.83.0", "ghcr.io/berriai/litellm:v1.83.0"),
+    ("1.81.8", "ghcr.io/berriai/litellm:main-v1.81.8"),
+])
+def test_each_release_gets_the_official_image_tag_of_its_era(version: str, image: str,
+                                                             lab_settings: LabSettings) -> None:
+    from proxylab.stack import ProxyConfig
+
+    env = compose.compose_environment(
+        lab_settings, compose.ComposeSettings(_env_file=None, grafana_admin_password="x"),
+        ProxyConfig(version=version))
+
+    assert resolved_compose(env)["services"]["litellm"]["image"] == image

@@ -62,6 +62,7 @@ NATIVE_ONLY_SETTINGS = {
 # Compose variables that are no lab setting, and why.
 COMPOSE_ONLY_VARIABLES = {
     "PROXYLAB_PROXY_CALLBACKS": "picks the rendered proxy config; natively `up --callbacks`",
+    "PROXYLAB_PROXY_TAG_PREFIX": "the image tag's era (versions.image_tag_prefix); natively a venv",
 }
 
 

@@ -28,7 +28,7 @@ import yaml
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from proxylab import metadata
+from proxylab import metadata, versions
 from proxylab.errors import LabError
 from proxylab.install import DatabaseAvailability
 from proxylab.settings import REPO_ROOT, LabSettings
@@ -199,6 +199,7 @@ def compose_environment(
         "PROXYLAB_MODEL_NAME": settings.model_name,
         "PROXYLAB_SCRAPE_INTERVAL_S": str(settings.scrape_interval_s),
         "PROXYLAB_PROXY_VERSION": proxy.version or settings.proxy_version,
+        "PROXYLAB_PROXY_TAG_PREFIX": versions.image_tag_prefix(proxy.version or settings.proxy_version),
         "PROXYLAB_PROXY_CALLBACKS": proxy_variant(proxy),
         "PROXYLAB_PROXY_PORT": str(settings.proxy_port),
         "PROXYLAB_PROMETHEUS_PORT": str(settings.prometheus_port),

@@ -25,12 +25,22 @@ METRICS_AUTH_SINCE = (1, 85, 0)
 # litellm itself without the check (checked in the 1.79.3 and 1.80.0 wheels; BerriAI/litellm#16689).
 PROMETHEUS_OSS_SINCE = (1, 80, 0)
 
+# Image tags of the official proxy image: releases from 1.83.0 on are published (and signed)
+# as `vX.Y.Z` (LiteLLM's release notes, e.g. `ghcr.io/berriai/litellm:v1.108.5`); the older
+# release workflow tagged `main-vX.Y.Z`. Unverified here (no registry): a wrong prefix shows
+# as a pull error naming the tag, and PROXYLAB_PROXY_TAG_PREFIX in `.env` overrides it.
+V_TAGS_SINCE = (1, 83, 0)
 _VERSION_RE = re.compile(r"^\d+\.\d+\.\d+(?:\.post\d+)?$")
 
 
 def parse_version(version: str) -> tuple[int, int, int]:
     major, minor, patch = version.split(".")[:3]
     return int(major), int(minor), int(patch)
+
+
+def image_tag_prefix(version: str) -> str:
+    """What goes before the version in the official image's tag: `v` or, for old releases, `main-v`."""
+    return "v" if parse_version(version) >= V_TAGS_SINCE else "main-v"
 
 
 def version_refusal(version: str) -> str | None:
