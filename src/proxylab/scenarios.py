@@ -22,6 +22,8 @@ from proxylab.versions import version_refusal
 
 logger = logging.getLogger(__name__)
 
+# TODO: a proxy setting axis ("litellm_settings.KEY", see plan.proxy_setting_axes) cannot be a
+# signature's axis yet; a scenario may vary one, but its signature compares along these only.
 SIGNATURE_AXES = ("callbacks", "user_mode", "key_mode", "proxy_version")
 # Said wherever signatures are checked: no scenario's thresholds have been seen on a real
 # database-backed run yet, so a MISMATCH may mean a wrong threshold as much as a missing effect.
