@@ -30,8 +30,10 @@ from proxylab.rawlog import RAW_COLUMNS, read_raw
 from proxylab.stats import summarize, summarize_raw
 from proxylab.verdicts import plan_comparisons
 
+# The original investigation's public raw logs, copied into tests/data so that a clone checks
+# them wherever it lives; PROXYLAB_SEED_LOGS points at another set.
 SEED_DIR = Path(os.environ.get("PROXYLAB_SEED_LOGS")
-                or Path(__file__).resolve().parents[1].parent / "shared" / "data" / "seed-logs")
+                or Path(__file__).resolve().parent / "data" / "seed-logs")
 SEED_LOGS = sorted(SEED_DIR.glob("*.txt"))
 SEED_PARAMS = [pytest.param(path, id=path.stem) for path in SEED_LOGS] or [
     pytest.param(None, marks=pytest.mark.skip(reason=f"no seed logs found in {SEED_DIR}"))
