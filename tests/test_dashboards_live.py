@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -93,7 +95,10 @@ def _cli(
 def native_stack(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> LabSettings:
-    home = tmp_path_factory.mktemp("dashboards-lab")
+    # Not under tmp_path (mode 700 all the way up): the `postgres` account must reach its
+    # cluster inside the home, or it would go to /var/tmp and outlive the test.
+    home = Path(tempfile.mkdtemp(prefix="proxylab-dashboards-home-"))
+    home.chmod(0o755)
     shared_home = REPO_ROOT / ".proxylab"
     for name in ("venvs", "bin", "tools"):
         if (shared_home / name).exists():
@@ -110,6 +115,7 @@ def native_stack(
     def _down() -> None:
         completed = _cli(["down"], env, home, timeout_s=120)
         print(completed.stderr[-500:])
+        shutil.rmtree(home, ignore_errors=True)
 
     request.addfinalizer(_down)
     completed = _cli(["up", "--callbacks"], env, home, timeout_s=UP_TIMEOUT_S)

@@ -189,6 +189,22 @@ def test_floor_turns_a_small_real_difference_into_noise() -> None:
     assert strict.outcome == verdicts.OUTCOME_BELOW_FLOOR
     assert "called noise" in strict.text
     assert no_floor.verdict("avg_ms").outcome == verdicts.OUTCOME_SIGNIFICANT
+    assert -5 < strict.ci_low and strict.ci_high < 5  # within the floor: noise, by the floor
+
+
+def test_a_real_difference_whose_interval_reaches_past_the_floor_is_not_called_noise() -> None:
+    # 3 % slower, noisy runs: the estimate sits under a 4 % floor, the interval beyond it.
+    rng = np.random.default_rng(14)
+    baseline = synthetic.runs(rng, 8, 4000, "a", run_cv=0.015)
+    candidate = synthetic.runs(rng, 8, 4000, "b", run_cv=0.015, scale=1.03)
+
+    verdict = verdicts.compare_runs(baseline, candidate, label="3 %",
+                                    options=verdicts.VerdictOptions(floor_percent=4)
+                                    ).verdict("avg_ms")
+
+    assert verdict.outcome == verdicts.OUTCOME_BELOW_FLOOR, verdict.text
+    assert verdict.ci_high > 4
+    assert ": called noise" not in verdict.text and "not called noise" in verdict.text
 
 
 def test_shares_are_compared_in_points_and_silent_thresholds_skipped() -> None:

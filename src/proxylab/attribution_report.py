@@ -33,7 +33,9 @@ def markdown_sections(summary: dict) -> list[str]:
               "work from the servers' counters between a probe before and after the cell, "
               "background work in that window included. The proxy's background rate of Redis "
               "commands is measured over a few idle seconds before each cell's load; its "
-              "expected share of the cell's window is subtracted in \"Redis less background\".",
+              "expected share of the cell's window is subtracted in \"Redis less background\". "
+              "Right after a proxy start that window also catches work the warm-up left "
+              "behind, so the first cell of each start can show a higher background.",
               ""]
     behaviours = (summary.get("metadata") or {}).get("mock_behaviours")
     if behaviours:

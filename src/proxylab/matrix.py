@@ -67,6 +67,10 @@ def run_matrix(settings: LabSettings, plan: MatrixPlan, *, run_id: str | None = 
     elif run_dir.exists():
         raise LabError(f"result directory {run_dir} already exists; choose another --run-id")
     _refuse_enterprise_callbacks(settings, plan)
+    # The reports' heavy modules (scipy, plotly) are imported now, not in the cleanup below: a
+    # signal that lands inside a first import leaves the module half-made and the cleanup's
+    # reports fail on it (seen: scipy.ndimage NameError, exit 1 instead of 130).
+    from proxylab import html_report, verdicts  # noqa: F401
     stack = make_stack(settings, runtime, log_dir=run_dir / "logs", tie_to_parent=True)
     if plan.mock_behaviours:
         if not isinstance(stack, NativeStack):
@@ -163,7 +167,11 @@ def run_matrix(settings: LabSettings, plan: MatrixPlan, *, run_id: str | None = 
         except Exception:  # noqa: BLE001 - must not replace the exception that got us here
             logger.exception("stopping the stack failed; run `proxylab down`")
         results.save(run_dir, summary)
-        report.write_markdown(run_dir, summary)
+        try:
+            report.write_markdown(run_dir, summary)
+        except Exception:  # noqa: BLE001 - must not replace the exception that got us here
+            logger.exception("report.md could not be written; rebuild it with `proxylab report %s`",
+                             run_dir)
         _write_html_report(run_dir, summary)
     return run_dir
 

@@ -170,10 +170,10 @@ def verdict_section(run_dir: Path, summary: dict, options: VerdictOptions | None
     after every cell would cost time between cells and show verdicts that change as cells
     arrive. (`proxylab report` passes it, for a matrix killed before it could say it ended.)
     """
-    from proxylab import verdicts  # scipy is slow to import; only reports need it
-
     if summary.get("status") == "running" and not while_running:
         return ["## Verdicts", "", "Computed when the matrix ends, or by `proxylab report`.", ""]
+    from proxylab import verdicts  # scipy is slow to import; only reports need it
+
     try:
         return verdicts.markdown_section(verdicts.assess_run_dir(run_dir, summary, options))
     except Exception:

@@ -862,7 +862,12 @@ def _verdict_text(name: str, mean_b: float, mean_c: float, effect: float, low: f
     holm_text = "" if holm_p is None else f"Holm p {format_p(holm_p)}"
     phrases = {
         OUTCOME_SIGNIFICANT: f"significant ({holm_text})",
-        OUTCOME_BELOW_FLOOR: f"real but under the {floor_text} practical floor: called noise",
+        OUTCOME_BELOW_FLOOR: (
+            f"real but under the {floor_text} practical floor: called noise"
+            if -floor < low and high < floor else
+            # The estimate is under the floor, the interval is not: too early to call it noise.
+            f"real, estimated under the {floor_text} practical floor, but the interval reaches "
+            f"past it: not called noise; add repeats to tell"),
         OUTCOME_EQUIVALENT: f"no difference: the interval lies within the ±{floor_text} floor",
         OUTCOME_UNDETECTABLE: ("no difference detectable; smallest detectable change at this "
                                f"budget: {mde_text}"),
@@ -946,8 +951,10 @@ def plan_comparisons(configs: dict[str, dict]) -> list[PlannedComparison]:
             values = [configs[cid].get(axis) for cid in members]
             reference = _reference_value(values)
             baseline = members[values.index(reference)]
+            # Keys a configuration does not record (None: an imported log that does not say)
+            # would read "key_mode None": they are left out of the label.
             context = ", ".join(f"{key} {_value_label(configs[baseline].get(key))}"
-                                for key in others)
+                                for key in others if configs[baseline].get(key) is not None)
             for cid in members:
                 if cid == baseline:
                     continue
